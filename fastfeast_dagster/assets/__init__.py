@@ -1,0 +1,1 @@
+"""Asset factories: dimensions, facts, calendar, analytics and orphan maintenance."""

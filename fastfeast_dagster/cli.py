@@ -1,0 +1,167 @@
+"""The `fastfeast` command: the embedded database, data generation and the Dagster entry points."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fastfeast_dagster.settings import ContractError, default_contract, state_root
+from fastfeast_dagster.warehouse.connection import WAREHOUSE_URL_ENV, redact
+
+
+class CliError(Exception):
+    """A failure the user can act on: printed as one line, exit status 2, no traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (CliError, ContractError) as error:
+        print(f"fastfeast: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastfeast", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    db = commands.add_parser("db", help="the embedded PostgreSQL server")
+    db_commands = db.add_subparsers(required=True, metavar="ACTION")
+    for name, handler, text in [
+        ("start", _db_start, "start the embedded server (no-op when running) and apply the schema"),
+        ("stop", _db_stop, "stop the embedded server"),
+        ("status", _db_status, "say whether the embedded server runs"),
+        ("url", _db_url, "print the warehouse URL"),
+        ("env", _db_env, "print shell exports for dagster commands run by hand"),
+        ("psql", _db_psql, "open psql on the warehouse"),
+    ]:
+        db_commands.add_parser(name, help=text).set_defaults(handler=handler)
+
+    generate = commands.add_parser("generate", help="write synthetic master/batch/stream files")
+    generate.add_argument("--out", type=Path, required=True, help="data root to write into")
+    generate.add_argument("--date", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD")
+    generate.add_argument("--hours", type=int, nargs="+", default=list(range(24)))
+    generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument("--scale", type=float, default=1.0, help="multiplies row counts")
+    generate.set_defaults(handler=_generate)
+
+    dev = commands.add_parser("dev", help="run the Dagster UI and daemon on the embedded default")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(handler=_dev)
+    return parser
+
+
+def _embedded():  # type: ignore[no-untyped-def]
+    from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres
+
+    if os.environ.get(WAREHOUSE_URL_ENV):
+        return None
+    return EmbeddedPostgres(state_root(default_contract()))
+
+
+def _db_start(_: argparse.Namespace) -> int:
+    import psycopg
+
+    from fastfeast_dagster.warehouse.connection import resolve_database_urls
+    from fastfeast_dagster.warehouse.ddl import apply_schema
+
+    server = _embedded()
+    if server is None:
+        print(f"{WAREHOUSE_URL_ENV} is set: using that server, nothing to start")
+    elif server.status().running:
+        print(f"{server.status().describe()}; nothing to do")
+    else:
+        print(server.start().describe())
+    urls = resolve_database_urls(default_contract())
+    with psycopg.connect(urls.warehouse) as conn:
+        apply_schema(conn, default_contract())
+    print(f"warehouse schema applied: {redact(urls.warehouse)}")
+    return 0
+
+
+def _db_stop(_: argparse.Namespace) -> int:
+    server = _embedded()
+    if server is None:
+        print(f"{WAREHOUSE_URL_ENV} is set: that server is not ours to stop")
+    elif server.stop():
+        print("embedded PostgreSQL stopped")
+    else:
+        print("embedded PostgreSQL was not running")
+    return 0
+
+
+def _db_status(_: argparse.Namespace) -> int:
+    server = _embedded()
+    if server is None:
+        print(f"using {redact(os.environ[WAREHOUSE_URL_ENV])} ({WAREHOUSE_URL_ENV})")
+        return 0
+    status = server.status()
+    print(status.describe())
+    return 0 if status.running else 3
+
+
+def _running_urls():  # type: ignore[no-untyped-def]
+    from fastfeast_dagster.warehouse.connection import resolve_database_urls
+
+    server = _embedded()
+    if server is not None and not server.status().running:
+        raise CliError("embedded PostgreSQL is not running: run `fastfeast db start`")
+    return resolve_database_urls(default_contract())
+
+
+def _db_url(_: argparse.Namespace) -> int:
+    print(_running_urls().warehouse)
+    return 0
+
+
+def _db_env(_: argparse.Namespace) -> int:
+    from fastfeast_dagster.runtime import dagster_environment
+
+    _running_urls()
+    for name, value in dagster_environment(default_contract()).items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def _db_psql(_: argparse.Namespace) -> int:
+    from fastfeast_dagster.warehouse.embedded import psql_path
+
+    url = _running_urls().warehouse
+    return subprocess.call([str(psql_path()), url])
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from fastfeast_dagster.synthetic import generate
+
+    manifest = generate(args.out, args.date, hours=args.hours, seed=args.seed, scale=args.scale)
+    files = manifest.files if hasattr(manifest, "files") else manifest["files"]
+    print(f"wrote {len(files)} files under {args.out} (manifest: {args.out / 'manifest.json'})")
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from fastfeast_dagster.runtime import dagster_environment
+    from fastfeast_dagster.settings import PROJECT_ROOT, data_root
+
+    contract = default_contract()
+    env = {**os.environ, **dagster_environment(contract)}
+    root = data_root(contract)
+    print(f"Dagster UI: http://127.0.0.1:{args.port}  (Ctrl-C stops everything)")
+    print(f"watching {root / contract.paths.batch} and {root / contract.paths.stream}")
+    command = ["dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-p", str(args.port)]
+    # dagster dev forwards SIGINT to its webserver, daemon and code servers and waits for them.
+    return subprocess.call(command, env=env, cwd=PROJECT_ROOT)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

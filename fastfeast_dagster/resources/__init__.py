@@ -1,0 +1,1 @@
+"""Dagster resources: the warehouse connection and the Postgres IO manager."""

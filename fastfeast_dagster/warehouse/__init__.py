@@ -1,0 +1,1 @@
+"""Plain-Python warehouse layer: DDL, connections, the embedded server, the load algorithm."""

@@ -1,0 +1,62 @@
+"""Where the warehouse and Dagster's storage live: an explicit URL, or the embedded server."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from fastfeast_dagster.settings import Contract, state_root
+from fastfeast_dagster.warehouse.embedded import (
+    DAGSTER_DATABASE,
+    WAREHOUSE_DATABASE,
+    EmbeddedPostgres,
+)
+
+WAREHOUSE_URL_ENV = "FASTFEAST_DATABASE_URL"
+DAGSTER_URL_ENV = "FASTFEAST_DAGSTER_DATABASE_URL"
+# What dagster.yaml reads; always the psycopg2 form (dagster-postgres fails on psycopg 3 URLs).
+DAGSTER_STORAGE_ENV = "FASTFEAST_DAGSTER_PG_URL"
+
+_SCHEME = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://")
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+@dataclass(frozen=True)
+class DatabaseUrls:
+    warehouse: str
+    dagster: str
+    embedded: bool
+
+
+def resolve_database_urls(contract: Contract) -> DatabaseUrls:
+    """URLs from the environment when set; otherwise start (or reuse) the embedded server.
+
+    With only `FASTFEAST_DATABASE_URL` set, Dagster's storage shares that database: its tables
+    (runs, event_logs, …) do not collide with the warehouse's.
+    """
+    warehouse = os.environ.get(WAREHOUSE_URL_ENV)
+    if warehouse:
+        dagster = os.environ.get(DAGSTER_URL_ENV) or warehouse
+        return DatabaseUrls(warehouse, with_driver(dagster, "psycopg2"), embedded=False)
+    server = EmbeddedPostgres(state_root(contract))
+    if not server.status().running:
+        server.start()
+    return DatabaseUrls(
+        server.url(WAREHOUSE_DATABASE),
+        server.url(DAGSTER_DATABASE, driver="psycopg2"),
+        embedded=True,
+    )
+
+
+def with_driver(url: str, driver: str | None) -> str:
+    """The same URL with an explicit SQLAlchemy driver (or none, for libpq/psycopg 3)."""
+    if not _SCHEME.match(url):
+        raise ValueError(f"not a PostgreSQL URL: {redact(url)}")
+    scheme = f"postgresql+{driver}://" if driver else "postgresql://"
+    return _SCHEME.sub(scheme, url, count=1)
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for logs and messages."""
+    return _PASSWORD.sub(r"\1***@", url)

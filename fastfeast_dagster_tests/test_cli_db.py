@@ -1,0 +1,94 @@
+"""`fastfeast db …` run as a user runs it: a real server started, reused, stopped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+FASTFEAST = [sys.executable, "-m", "fastfeast_dagster.cli"]
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FASTFEAST, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _alive(pid: int) -> bool:
+    # The stopped postmaster may linger as a zombie where PID 1 does not reap orphans.
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def state_env() -> Iterator[dict[str, str]]:
+    state = Path(tempfile.mkdtemp(prefix="ffcli", dir="/tmp"))
+    env = {**os.environ, "FASTFEAST_STATE_DIR": str(state)}
+    yield env
+    _run(env, "db", "stop")
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def test_start_status_stop_lifecycle(state_env: dict[str, str]) -> None:
+    stopped = _run(state_env, "db", "status")
+    assert stopped.returncode == 3
+    assert "is stopped" in stopped.stdout
+
+    started = _run(state_env, "db", "start")
+    assert started.returncode == 0, started.stderr
+    assert "is running" in started.stdout
+    assert "warehouse schema applied" in started.stdout
+
+    again = _run(state_env, "db", "start")
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stdout
+
+    status = _run(state_env, "db", "status")
+    assert status.returncode == 0
+    pid = int(status.stdout.split("pid ")[1].split(",")[0])
+    # The server outlives the commands that started it.
+    assert _alive(pid)
+
+    url = _run(state_env, "db", "url").stdout.strip()
+    with psycopg.connect(url) as conn:
+        databases = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+        assert {"fastfeast", "dagster"} <= databases
+        assert conn.execute("SELECT count(*) FROM dim_time").fetchone() == (1440,)
+
+    exports = _run(state_env, "db", "env").stdout
+    assert "export FASTFEAST_DAGSTER_PG_URL='postgresql+psycopg2://" in exports
+    assert "export DAGSTER_HOME=" in exports
+
+    stop = _run(state_env, "db", "stop")
+    assert stop.returncode == 0
+    assert "stopped" in stop.stdout
+    assert _run(state_env, "db", "status").returncode == 3
+    assert not _alive(pid)
+    not_running = _run(state_env, "db", "url")
+    assert not_running.returncode == 2
+    assert "fastfeast db start" in not_running.stderr
+    assert "Traceback" not in not_running.stderr
+
+
+def test_an_explicit_database_url_is_used_and_nothing_is_started(
+    state_env: dict[str, str], warehouse_url: str
+) -> None:
+    env = {**state_env, "FASTFEAST_DATABASE_URL": warehouse_url}
+    started = _run(env, "db", "start")
+    assert started.returncode == 0, started.stderr
+    assert "nothing to start" in started.stdout
+    assert not (Path(env["FASTFEAST_STATE_DIR"]) / "pg").exists()
+    assert _run(env, "db", "url").stdout.strip() == warehouse_url
+    with psycopg.connect(warehouse_url) as conn:
+        assert conn.execute("SELECT count(*) FROM dim_time").fetchone() == (1440,)
