@@ -3,11 +3,20 @@
 import dagster as dg
 
 from fastfeast_dagster.assets.calendar import calendar_assets
+from fastfeast_dagster.assets.tables import IO_MANAGER_KEY, build_table_assets
+from fastfeast_dagster.resources.io_manager import PostgresIOManager
 from fastfeast_dagster.resources.warehouse import Warehouse
+from fastfeast_dagster.settings import default_contract
+
+contract = default_contract()
+warehouse = Warehouse()
 
 defs = dg.Definitions(
-    assets=[*calendar_assets],
-    resources={"warehouse": Warehouse()},
+    assets=[*calendar_assets, *build_table_assets(contract)],
+    resources={
+        "warehouse": warehouse,
+        IO_MANAGER_KEY: PostgresIOManager(warehouse=warehouse),
+    },
     # One process per run: the multiprocess executor re-imports everything per step and doubles
     # the time of these small runs (notes/dagster_1.13.md §5.4).
     executor=dg.in_process_executor,

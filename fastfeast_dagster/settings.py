@@ -53,7 +53,7 @@ class ColumnSpec(_Strict):
     format: str | None = None
     min: float | None = None
     max: float | None = None
-    pii: bool = False
+    pii: Literal["phone", "email", "text"] | None = None
     description: str | None = None
 
 
@@ -108,7 +108,7 @@ class SourceSpec(_Strict):
 
     @property
     def pii_columns(self) -> list[str]:
-        return [name for name, column in self.columns.items() if column.pii]
+        return [name for name, column in self.columns.items() if column.pii is not None]
 
 
 class Paths(_Strict):
@@ -360,7 +360,7 @@ def _check_source(contract: Contract, name: str, spec: SourceSpec) -> Iterator[s
             yield f"{key}: min/max apply to int and float columns, not {column.type}"
         if column.min is not None and column.max is not None and column.min > column.max:
             yield f"{key}: min {column.min} is above max {column.max}"
-        if column.pii and column.type != "text":
+        if column.pii is not None and column.type != "text":
             yield f"{key}.pii: only text columns can be masked"
 
     for index, fk in enumerate(spec.foreign_keys):

@@ -16,16 +16,58 @@ from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres
 WORKSPACE = "workspace.yaml"
 
 
-def test_asset_keys_groups_and_kinds_are_pinned() -> None:
+DIMENSIONS = {
+    "dim_city": set(),
+    "dim_region": {"dim_city"},
+    "dim_segment": set(),
+    "dim_category": set(),
+    "dim_team": set(),
+    "dim_reason_category": set(),
+    "dim_reason": {"dim_reason_category"},
+    "dim_channel": set(),
+    "dim_priority": set(),
+    "dim_customer": {"dim_region", "dim_segment"},
+    "dim_restaurant": {"dim_region", "dim_category"},
+    "dim_driver": {"dim_region"},
+    "dim_agent": {"dim_team"},
+}
+
+
+def test_asset_keys_groups_kinds_partitions_and_lineage_are_pinned() -> None:
     graph = defs.resolve_asset_graph()
     shape = {
-        key.to_user_string(): (graph.get(key).group_name, frozenset(graph.get(key).kinds))
+        key.to_user_string(): (
+            graph.get(key).group_name,
+            frozenset(graph.get(key).kinds),
+            type(graph.get(key).partitions_def).__name__,
+            frozenset(parent.to_user_string() for parent in graph.get(key).parent_keys),
+        )
         for key in graph.get_all_asset_keys()
     }
-    assert shape == {
-        "dim_date": ("calendar", frozenset({"postgres"})),
-        "dim_time": ("calendar", frozenset({"postgres"})),
+    expected = {
+        "dim_date": ("calendar", frozenset({"postgres"}), "NoneType", frozenset()),
+        "dim_time": ("calendar", frozenset({"postgres"}), "NoneType", frozenset()),
     }
+    for table, parents in DIMENSIONS.items():
+        expected[table] = (
+            "dimensions",
+            frozenset({"postgres", "pandas"}),
+            "DailyPartitionsDefinition",
+            frozenset(parents),
+        )
+    assert shape == expected
+
+
+def test_table_assets_carry_the_contract_schema(contract) -> None:
+    graph = defs.resolve_asset_graph()
+    for spec in contract.dimensions.values():
+        node = graph.get(dg.AssetKey(spec.table))
+        schema = node.metadata["dagster/column_schema"]
+        assert [column.name for column in schema.columns] == list(spec.columns)
+        assert node.metadata["dagster/table_name"] == f"public.{spec.table}"
+        partitions = node.partitions_def
+        assert partitions.start.date() == contract.partitions.batch_start_date
+        assert partitions.end_offset == 1
 
 
 def test_runs_execute_in_process() -> None:
@@ -54,11 +96,12 @@ def test_dagster_cli_validates_the_workspace(pg_server: EmbeddedPostgres, tmp_pa
 
 
 def test_calendar_assets_materialize_into_the_warehouse(warehouse_url: str) -> None:
+    from fastfeast_dagster.assets.calendar import calendar_assets
     from fastfeast_dagster.resources.warehouse import Warehouse
 
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            defs.assets,  # type: ignore[arg-type]
+            calendar_assets,
             instance=instance,
             resources={"warehouse": Warehouse(database_url=warehouse_url)},
         )

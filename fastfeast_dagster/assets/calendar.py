@@ -1,7 +1,5 @@
 """Calendar dimensions: unpartitioned, filled from the contract's date range, idempotent."""
 
-from __future__ import annotations
-
 import dagster as dg
 from psycopg import sql
 

@@ -1,7 +1,5 @@
 """The `Warehouse` resource: connections to the warehouse, with its schema in place."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 

@@ -1,0 +1,1 @@
+"""Finding a partition's files and reading them; knows nothing about Postgres."""

@@ -1,0 +1,1 @@
+"""Pure validation: frame + contract → (typed clean rows, rejects with reasons). No Dagster here."""

@@ -1,0 +1,223 @@
+"""The validation stages, as pure vectorised pandas driven by the contract.
+
+Stages (DESIGN §3): **file** (the column set), **schema** (per-value typing with explicit accepted
+formats, one null vocabulary, NOT NULL where the contract says so, allowed values) and **records**
+(format rules, ranges, cross-field rules, duplicate primary keys). Every rule is evaluated on every
+row, so a row failing several rules records all of them; the orphan stage needs the warehouse and
+runs in SQL at load time.
+
+A reason never quotes the offending value: values can be PII, and the quarantine stores them
+masked in `raw_data` instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fastfeast_dagster.settings import (
+    ColumnSpec,
+    Contract,
+    NotBeforeRule,
+    SourceSpec,
+    SumEqualsRule,
+)
+from fastfeast_dagster.sources.reading import ROW_COLUMN, TEXT_DTYPE, FileRejection
+
+REJECT_COLUMNS = [ROW_COLUMN, "stage", "rule", "column", "reason"]
+INT32_MAX = 2**31 - 1
+
+_INTEGER = r"[+-]?\d+(?:\.0*)?"
+_DATE = r"\d{4}-\d{2}-\d{2}"
+_TIMESTAMP = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?"
+_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+TYPED_DTYPES = {
+    "int": "Int64",
+    "float": "Float64",
+    "text": TEXT_DTYPE,
+    "bool": "boolean",
+    "date": "datetime64[ns]",
+    "timestamp": "datetime64[ns]",
+}
+
+
+@dataclass
+class ValidationResult:
+    """Typed rows that passed every stage, and one reject line per (row, failed rule)."""
+
+    clean: pd.DataFrame
+    rejects: pd.DataFrame
+    rows_read: int
+    duplicates: int = 0
+    rejected_rows: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rejected_rows = int(self.rejects[ROW_COLUMN].nunique()) if len(self.rejects) else 0
+
+
+@dataclass
+class _Failures:
+    """Collects (mask, stage, rule, column, reason) findings before building the rejects frame."""
+
+    row_numbers: pd.Series
+    parts: list[pd.DataFrame] = field(default_factory=list)
+    any_failed: np.ndarray | None = None
+
+    def add(self, mask: pd.Series, stage: str, rule: str, column: str | None, reason: str) -> None:
+        flags = mask.fillna(False).to_numpy(dtype=bool)
+        if not flags.any():
+            return
+        self.any_failed = flags if self.any_failed is None else self.any_failed | flags
+        rows = self.row_numbers.to_numpy()[flags]
+        self.parts.append(
+            pd.DataFrame(
+                {
+                    ROW_COLUMN: rows,
+                    "stage": stage,
+                    "rule": rule,
+                    "column": column,
+                    "reason": reason,
+                }
+            )
+        )
+
+    def failed(self, length: int) -> np.ndarray:
+        return self.any_failed if self.any_failed is not None else np.zeros(length, dtype=bool)
+
+    def frame(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame({name: pd.Series(dtype=object) for name in REJECT_COLUMNS})
+        return pd.concat(self.parts, ignore_index=True).sort_values(ROW_COLUMN, kind="stable")
+
+
+def check_columns(frame: pd.DataFrame, spec: SourceSpec) -> FileRejection | None:
+    """File stage: the column set must equal the contract's (order is free)."""
+    present = [name for name in frame.columns if name != ROW_COLUMN]
+    missing = [name for name in spec.columns if name not in present]
+    extra = [name for name in present if name not in spec.columns]
+    if not missing and not extra:
+        return None
+    problems = []
+    if missing:
+        problems.append(f"missing column(s) {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected column(s) {', '.join(extra)}")
+    return FileRejection(
+        "missing_columns" if missing else "extra_columns",
+        f"the columns do not match the contract: {'; '.join(problems)}",
+    )
+
+
+def validate(frame: pd.DataFrame, spec: SourceSpec, contract: Contract) -> ValidationResult:
+    """Schema and records stages over an all-text frame whose columns passed `check_columns`."""
+    failures = _Failures(frame[ROW_COLUMN])
+    null_tokens = {token.strip().lower() for token in contract.null_tokens}
+    typed: dict[str, pd.Series] = {ROW_COLUMN: frame[ROW_COLUMN]}
+
+    for name, column in spec.columns.items():
+        typed[name] = _schema_stage(frame[name], name, column, null_tokens, failures)
+    for name, column in spec.columns.items():
+        _records_stage(typed[name], name, column, contract, failures)
+    for rule in spec.rules:
+        _cross_field_rule(typed, rule, failures)
+
+    typed_frame = pd.DataFrame(typed)
+    # Duplicates among the rows that pass everything else: a rejected row does not occupy its key.
+    passing = ~failures.failed(len(frame))
+    duplicate = pd.Series(False, index=frame.index)
+    duplicate[passing] = typed_frame.loc[passing, spec.primary_key].duplicated(keep="first")
+    failures.add(
+        duplicate, "records", "duplicate", spec.primary_key, "primary key repeats an earlier row"
+    )
+    clean = typed_frame.loc[~failures.failed(len(frame))].reset_index(drop=True)
+    return ValidationResult(clean, failures.frame(), len(frame), int(duplicate.sum()))
+
+
+def _schema_stage(
+    raw: pd.Series,
+    name: str,
+    column: ColumnSpec,
+    null_tokens: set[str],
+    failures: _Failures,
+) -> pd.Series:
+    text = raw.astype(TEXT_DTYPE).str.strip()
+    is_null = text.isna() | text.str.lower().isin(null_tokens)
+    present = text.mask(is_null)
+    value, bad_type, expected = _parse(present, column)
+    failures.add(bad_type, "schema", "type", name, f"{name}: {expected}")
+    if not column.nullable:
+        failures.add(is_null, "schema", "not_null", name, f"{name}: required value is missing")
+    if column.allowed is not None:
+        outside = ~is_null & ~present.isin(column.allowed)
+        allowed = ", ".join(column.allowed)
+        failures.add(outside, "schema", "allowed_values", name, f"{name}: not one of {allowed}")
+    return value.mask(bad_type.fillna(False).astype(bool))
+
+
+def _parse(present: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd.Series, str]:
+    """Typed values, a mask of unparseable non-null values, and what was expected."""
+    if column.type == "text":
+        return present, pd.Series(False, index=present.index), "text"
+    if column.type == "int":
+        shaped = present.str.fullmatch(_INTEGER)
+        digits = present.where(shaped).str.replace(r"\.0*$", "", regex=True)
+        number = pd.to_numeric(digits, errors="coerce")
+        fits = number.abs() <= INT32_MAX
+        value = number.where(fits).astype("Int64")
+        bad = present.notna() & ~(shaped.fillna(False) & fits.fillna(False))
+        return value, bad, "not an integer in the 32-bit range"
+    if column.type == "float":
+        number = pd.to_numeric(present, errors="coerce").astype("Float64")
+        finite = number.notna() & np.isfinite(number.fillna(0).to_numpy(dtype=float))
+        return number.where(finite), present.notna() & ~finite, "not a finite number"
+    if column.type == "bool":
+        value = present.str.lower().map(_BOOLEANS).astype("boolean")
+        return value, present.notna() & value.isna(), "not a boolean (true/false/1/0)"
+    if column.type == "date":
+        shaped = present.where(present.str.fullmatch(_DATE).fillna(False))
+        value = pd.to_datetime(shaped, format="%Y-%m-%d", errors="coerce")
+        return value, present.notna() & value.isna(), "not a date (YYYY-MM-DD)"
+    shaped = present.where(present.str.fullmatch(_TIMESTAMP).fillna(False)).str.replace(
+        "T", " ", regex=False
+    )
+    value = pd.to_datetime(shaped, format="ISO8601", errors="coerce")
+    return value, present.notna() & value.isna(), "not an ISO-8601 timestamp without zone"
+
+
+def _records_stage(
+    value: pd.Series, name: str, column: ColumnSpec, contract: Contract, failures: _Failures
+) -> None:
+    if column.format is not None:
+        pattern = re.compile(contract.formats[column.format])
+        matches = value.str.fullmatch(pattern.pattern)
+        failures.add(
+            value.notna() & ~matches.fillna(False),
+            "records",
+            "format",
+            name,
+            f"{name}: does not match the {column.format} format",
+        )
+    if column.min is not None:
+        failures.add(value < column.min, "records", "range", name, f"{name}: below {column.min}")
+    if column.max is not None:
+        failures.add(value > column.max, "records", "range", name, f"{name}: above {column.max}")
+
+
+def _cross_field_rule(
+    typed: dict[str, pd.Series], rule: NotBeforeRule | SumEqualsRule, failures: _Failures
+) -> None:
+    if isinstance(rule, NotBeforeRule):
+        broken = typed[rule.column] < typed[rule.reference]
+        reason = f"{rule.column} is earlier than {rule.reference}"
+    else:
+        expected = sum((typed[name] for name in rule.plus), start=0) - sum(
+            (typed[name] for name in rule.minus), start=0
+        )
+        broken = (typed[rule.column] - expected).abs() > rule.tolerance + 1e-9
+        parts = " + ".join(rule.plus) + "".join(f" - {name}" for name in rule.minus)
+        reason = f"{rule.column} differs from {parts} by more than {rule.tolerance}"
+    failures.add(broken, "records", rule.name, rule.column, reason)

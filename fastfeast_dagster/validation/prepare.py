@@ -1,0 +1,105 @@
+"""From files on disk to a `LoadBatch`: read → validate → derive → mask, file by file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fastfeast_dagster import pii
+from fastfeast_dagster.settings import Contract, SourceSpec
+from fastfeast_dagster.sources.reading import ROW_COLUMN, read_source_file
+from fastfeast_dagster.validation.derive import add_derived_columns
+from fastfeast_dagster.validation.engine import REJECT_COLUMNS, check_columns, validate
+from fastfeast_dagster.warehouse.batch import FILE_COLUMN, PARTITION_COLUMN, FileOutcome, LoadBatch
+
+
+@dataclass(frozen=True)
+class PartitionFile:
+    """A file to load and the partition it belongs to."""
+
+    path: Path
+    folder_kind: str
+    partition_key: str
+
+
+def prepare_batch(
+    source: str,
+    files: list[PartitionFile],
+    contract: Contract,
+    data_root: Path,
+    key: bytes,
+) -> LoadBatch:
+    spec = contract.sources[source]
+    outcomes: list[FileOutcome] = []
+    cleans: list[pd.DataFrame] = []
+    rejects: list[pd.DataFrame] = []
+    raws: list[pd.DataFrame] = []
+    for item in files:
+        result = read_source_file(item.path, spec.file_format(item.folder_kind), data_root)
+        name = result.file.relative_path
+        if result.frame is None:
+            outcomes.append(
+                FileOutcome(result.file, item.folder_kind, item.partition_key, 0, result.rejection)
+            )
+            continue
+        frame = result.frame
+        raw = _masked_raw(frame, spec, key)
+        raws.append(_tag(raw, name, item.partition_key))
+        rejection = check_columns(frame, spec)
+        if rejection is not None:
+            outcomes.append(
+                FileOutcome(
+                    result.file, item.folder_kind, item.partition_key, len(frame), rejection
+                )
+            )
+            continue
+        validated = validate(frame, spec, contract)
+        clean = add_derived_columns(validated.clean, spec)
+        for column in spec.pii_columns:
+            kind = spec.columns[column].pii
+            assert kind is not None
+            clean[column] = pii.mask(clean[column], kind, key)
+        cleans.append(_tag(clean, name, item.partition_key))
+        rejects.append(_tag(validated.rejects, name, item.partition_key))
+        outcomes.append(
+            FileOutcome(
+                result.file,
+                item.folder_kind,
+                item.partition_key,
+                len(frame),
+                None,
+                validated.duplicates,
+            )
+        )
+    return LoadBatch(
+        source=source,
+        partition_keys=sorted({item.partition_key for item in files}),
+        files=outcomes,
+        clean=_concat(cleans),
+        rejects=_concat(rejects, columns=[FILE_COLUMN, PARTITION_COLUMN, *REJECT_COLUMNS]),
+        raw=_concat(raws),
+    )
+
+
+def _masked_raw(frame: pd.DataFrame, spec: SourceSpec, key: bytes) -> pd.DataFrame:
+    """The source text as read, with every PII column masked (invalid values included)."""
+    raw = frame.copy()
+    for column in spec.pii_columns:
+        kind = spec.columns[column].pii
+        if column in raw.columns and kind is not None:
+            raw[column] = pii.mask(raw[column], kind, key)
+    return raw
+
+
+def _tag(frame: pd.DataFrame, file_name: str, partition_key: str) -> pd.DataFrame:
+    frame.insert(0, FILE_COLUMN, file_name)
+    frame.insert(1, PARTITION_COLUMN, partition_key)
+    return frame
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str] | None = None) -> pd.DataFrame:
+    if frames:
+        return pd.concat(frames, ignore_index=True)
+    return pd.DataFrame(columns=columns or [FILE_COLUMN, PARTITION_COLUMN, ROW_COLUMN])
