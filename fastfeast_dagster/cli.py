@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--scale", type=float, default=1.0, help="multiplies row counts")
     generate.set_defaults(handler=_generate)
 
+    ingest = commands.add_parser(
+        "ingest", help="run the sensors' requests until nothing new arrives (cron, CI, catch-up)"
+    )
+    ingest.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for files still being written"
+    )
+    ingest.set_defaults(handler=_ingest)
+
     dev = commands.add_parser("dev", help="run the Dagster UI and daemon on the embedded default")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(handler=_dev)
@@ -147,6 +155,32 @@ def _generate(args: argparse.Namespace) -> int:
     files = manifest.files if hasattr(manifest, "files") else manifest["files"]
     print(f"wrote {len(files)} files under {args.out} (manifest: {args.out / 'manifest.json'})")
     return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    import time
+
+    import dagster as dg
+
+    from fastfeast_dagster.ingest import RunOutcome, ingest
+    from fastfeast_dagster.runtime import apply_environment, dagster_environment
+
+    apply_environment(dagster_environment(default_contract()))
+    from fastfeast_dagster.definitions import defs
+
+    def progress(run: RunOutcome) -> None:
+        state = "ok" if run.success else "FAILED"
+        print(f"  {state:6} {run.partition_key}  {', '.join(run.assets)}  (run {run.run_id[:8]})")
+
+    started = time.monotonic()
+    with dg.DagsterInstance.get() as instance:
+        summary = ingest(defs, instance, max_wait_seconds=args.wait, on_run=progress)
+    elapsed = time.monotonic() - started
+    if not summary.runs:
+        print(f"nothing new to ingest ({elapsed:.1f} s)")
+        return 0
+    print(f"{len(summary.runs)} run(s), {len(summary.failed)} failed, in {elapsed:.1f} s")
+    return 1 if summary.failed else 0
 
 
 def _dev(args: argparse.Namespace) -> int:

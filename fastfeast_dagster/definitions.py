@@ -3,9 +3,10 @@
 import dagster as dg
 
 from fastfeast_dagster.assets.calendar import calendar_assets
-from fastfeast_dagster.assets.tables import IO_MANAGER_KEY, build_table_assets
+from fastfeast_dagster.assets.tables import IO_MANAGER_KEY, build_table_assets, daily_partitions
 from fastfeast_dagster.resources.io_manager import PostgresIOManager
 from fastfeast_dagster.resources.warehouse import Warehouse
+from fastfeast_dagster.sensors.folders import build_folder_sensor
 from fastfeast_dagster.settings import default_contract
 
 contract = default_contract()
@@ -13,6 +14,7 @@ warehouse = Warehouse()
 
 defs = dg.Definitions(
     assets=[*calendar_assets, *build_table_assets(contract)],
+    sensors=[build_folder_sensor("batch", contract, daily_partitions(contract))],
     resources={
         "warehouse": warehouse,
         IO_MANAGER_KEY: PostgresIOManager(warehouse=warehouse),

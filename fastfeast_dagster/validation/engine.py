@@ -68,7 +68,7 @@ class _Failures:
     any_failed: np.ndarray | None = None
 
     def add(self, mask: pd.Series, stage: str, rule: str, column: str | None, reason: str) -> None:
-        flags = mask.fillna(False).to_numpy(dtype=bool)
+        flags = mask.astype("boolean").to_numpy(dtype=bool, na_value=False)
         if not flags.any():
             return
         self.any_failed = flags if self.any_failed is None else self.any_failed | flags
@@ -128,10 +128,14 @@ def validate(frame: pd.DataFrame, spec: SourceSpec, contract: Contract) -> Valid
     typed_frame = pd.DataFrame(typed)
     # Duplicates among the rows that pass everything else: a rejected row does not occupy its key.
     passing = ~failures.failed(len(frame))
-    duplicate = pd.Series(False, index=frame.index)
-    duplicate[passing] = typed_frame.loc[passing, spec.primary_key].duplicated(keep="first")
+    duplicate = np.zeros(len(frame), dtype=bool)
+    duplicate[passing] = typed_frame.loc[passing, spec.primary_key].duplicated().to_numpy()
     failures.add(
-        duplicate, "records", "duplicate", spec.primary_key, "primary key repeats an earlier row"
+        pd.Series(duplicate, index=frame.index),
+        "records",
+        "duplicate",
+        spec.primary_key,
+        "primary key repeats an earlier row",
     )
     clean = typed_frame.loc[~failures.failed(len(frame))].reset_index(drop=True)
     return ValidationResult(clean, failures.frame(), len(frame), int(duplicate.sum()))

@@ -1,0 +1,1 @@
+"""Sensors: folder watchers that turn arriving files into partition runs."""

@@ -1,0 +1,237 @@
+"""Folder sensors: a settled, new or changed file set of a partition becomes one run request.
+
+A tick only lists folders and `stat`s files (md5 belongs to the asset: a tick has 60 s). The
+cursor is a watermark on the files' change time (ctime, which a copy or a rewrite always moves,
+unlike a preserved mtime) plus the fingerprints emitted above it, so it stays small however many
+partitions exist. The first tick has no watermark: everything present and not yet run is
+requested, which is the startup catch-up. The run key is `kind:partition:fingerprint` of the
+files taken, so the same files never run twice (Dagster skips a run key it has seen) and a
+changed or late file re-runs its partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from fastfeast_dagster.settings import Contract, data_root
+from fastfeast_dagster.sources.layout import (
+    hour_partition_key,
+    is_day,
+    is_hour,
+    master_partition_key,
+)
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    source: str
+    path: Path
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+@dataclass
+class Cursor:
+    watermark_ns: int = 0
+    recent: dict[str, str] = field(default_factory=dict)  # partition → fingerprint above watermark
+    pending: int = 0  # candidate files not yet settled (read by `fastfeast ingest`)
+
+    @classmethod
+    def loads(cls, text: str | None) -> Cursor:
+        if not text:
+            return cls()
+        raw = json.loads(text)
+        return cls(raw.get("watermark_ns", 0), raw.get("recent", {}), raw.get("pending", 0))
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {"watermark_ns": self.watermark_ns, "recent": self.recent, "pending": self.pending},
+            sort_keys=True,
+        )
+
+
+@dataclass(frozen=True)
+class ReadyPartition:
+    partition_key: str
+    files: list[FoundFile]
+
+    @property
+    def fingerprint(self) -> str:
+        identity = sorted((f.path.name, f.size, f.mtime_ns, f.ctime_ns) for f in self.files)
+        return hashlib.sha1(json.dumps(identity).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Scan:
+    ready: list[ReadyPartition]
+    cursor: Cursor
+
+
+def list_partition_files(contract: Contract, root: Path, kind: str) -> dict[str, list[FoundFile]]:
+    """Every known file under the folders of `kind` (`batch` or `stream`), by partition key."""
+    found: dict[str, list[FoundFile]] = {}
+    if kind == "batch":
+        names = _file_names(contract, "batch")
+        master = _file_names(contract, "master")
+        found[master_partition_key(contract)] = _stat_known(root / contract.paths.master, master)
+        batch_root = root / contract.paths.batch
+        for day in _subfolders(batch_root):
+            if is_day(day.name) and day.name > master_partition_key(contract):
+                found[day.name] = _stat_known(day, names)
+    else:
+        names = _file_names(contract, "stream")
+        for day in _subfolders(root / contract.paths.stream):
+            if not is_day(day.name):
+                continue
+            for hour in _subfolders(day):
+                if is_hour(hour.name):
+                    found[hour_partition_key(day.name, hour.name)] = _stat_known(hour, names)
+    return {key: files for key, files in found.items() if files}
+
+
+def scan(
+    partitions: dict[str, list[FoundFile]],
+    cursor: Cursor,
+    *,
+    now_ns: int,
+    settle_seconds: float,
+    last_partition_key: str | None,
+    max_requests: int,
+) -> Scan:
+    """Which partitions are ready to run, and the next cursor. Pure: no I/O."""
+    settle_ns = int(settle_seconds * 1e9)
+    ready: list[ReadyPartition] = []
+    held_back: list[int] = []  # ctimes of candidates not taken this tick
+    pending = 0
+    for key in sorted(partitions):
+        files = partitions[key]
+        candidates = [f for f in files if f.ctime_ns > cursor.watermark_ns]
+        if not candidates:
+            continue
+        unsettled = [f for f in files if now_ns - f.ctime_ns < settle_ns]
+        beyond = last_partition_key is not None and key > last_partition_key
+        if unsettled or beyond or len(ready) >= max_requests:
+            pending += len(unsettled)
+            held_back += [f.ctime_ns for f in candidates]
+            continue
+        partition = ReadyPartition(key, candidates)
+        if cursor.recent.get(key) != partition.fingerprint:
+            ready.append(partition)
+    all_candidates = [
+        f.ctime_ns
+        for files in partitions.values()
+        for f in files
+        if f.ctime_ns > cursor.watermark_ns
+    ]
+    watermark = (min(held_back) - 1) if held_back else max([cursor.watermark_ns, *all_candidates])
+    recent = {
+        key: fingerprint for key, fingerprint in cursor.recent.items() if key in partitions
+    } | {p.partition_key: p.fingerprint for p in ready}
+    # Fingerprints at or below the watermark can never be candidates again: forget them.
+    recent = {
+        key: fingerprint
+        for key, fingerprint in recent.items()
+        if any(f.ctime_ns > watermark for f in partitions.get(key, []))
+    }
+    return Scan(ready, Cursor(watermark, recent, pending))
+
+
+def build_folder_sensor(
+    kind: str,
+    contract: Contract,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    *,
+    settle_seconds: float | None = None,
+) -> dg.SensorDefinition:
+    """The `batch` (daily dimensions) or `stream` (hourly facts) folder sensor."""
+    tables = {
+        name: spec.table
+        for name, spec in contract.sources.items()
+        if spec.kind == ("dimension" if kind == "batch" else "fact")
+    }
+    settle = contract.sensors.settle_seconds if settle_seconds is None else settle_seconds
+    folder = contract.paths.batch if kind == "batch" else contract.paths.stream
+
+    @dg.sensor(
+        name=f"{kind}_files_sensor",
+        description=(
+            f"Watches {folder}/ (and master/ for the cold start) for settled new or changed files "
+            f"and requests one run per {'day' if kind == 'batch' else 'hour'} partition for the "
+            "tables whose files arrived."
+        ),
+        minimum_interval_seconds=contract.sensors.minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        asset_selection=[dg.AssetKey(table) for table in tables.values()],
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        root = data_root(contract)
+        result = scan(
+            list_partition_files(contract, root, kind),
+            Cursor.loads(context.cursor),
+            now_ns=time.time_ns(),
+            settle_seconds=settle,
+            last_partition_key=partitions_def.get_last_partition_key(),
+            max_requests=contract.sensors.max_requests_per_tick,
+        )
+        requests = [
+            dg.RunRequest(
+                run_key=f"{kind}:{partition.partition_key}:{partition.fingerprint}",
+                partition_key=partition.partition_key,
+                asset_selection=[
+                    dg.AssetKey(tables[f.source]) for f in sorted(partition.files, key=_by_source)
+                ],
+                tags={"fastfeast/files": ",".join(sorted(f.path.name for f in partition.files))},
+            )
+            for partition in result.ready
+        ]
+        skip = None
+        if not requests:
+            skip = (
+                f"{result.cursor.pending} file(s) still settling"
+                if result.cursor.pending
+                else ("no new or changed files")
+            )
+        return dg.SensorResult(
+            run_requests=requests, cursor=result.cursor.dumps(), skip_reason=skip
+        )
+
+    return _sensor
+
+
+def _by_source(found: FoundFile) -> str:
+    return found.source
+
+
+def _file_names(contract: Contract, folder_kind: str) -> dict[str, str]:
+    return {
+        spec.files[folder_kind]: name  # type: ignore[index]
+        for name, spec in contract.sources.items()
+        if folder_kind in spec.files
+    }
+
+
+def _subfolders(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return []
+    return [entry for entry in path.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+
+
+def _stat_known(folder: Path, names: dict[str, str]) -> list[FoundFile]:
+    """Files with a contract name; temporary (`*.tmp`) and hidden files never match one."""
+    found = []
+    for file_name, source in names.items():
+        try:
+            stat = (folder / file_name).stat()
+        except FileNotFoundError:
+            continue
+        found.append(
+            FoundFile(source, folder / file_name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        )
+    return found

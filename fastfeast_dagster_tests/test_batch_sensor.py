@@ -1,0 +1,105 @@
+"""The batch folder sensor, evaluated by Dagster against real files in real folders."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from fastfeast_dagster.assets.tables import daily_partitions
+from fastfeast_dagster.definitions import defs
+from fastfeast_dagster.sensors.folders import Cursor, build_folder_sensor
+from fastfeast_dagster.settings import Contract
+
+SETTLE = 1.0
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FASTFEAST_DATA_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def _definitions(contract: Contract) -> tuple[dg.Definitions, dg.SensorDefinition]:
+    sensor = build_folder_sensor(
+        "batch", contract, daily_partitions(contract), settle_seconds=SETTLE
+    )
+    # The project's assets and resources, with a sensor that settles faster than the default.
+    return dg.Definitions(assets=defs.assets, resources=defs.resources, sensors=[sensor]), sensor
+
+
+def _tick(contract: Contract, instance: dg.DagsterInstance, cursor: str | None):  # type: ignore[no-untyped-def]
+    definitions, sensor = _definitions(contract)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=definitions)
+    return sensor.evaluate_tick(context)
+
+
+def _write(folder: Path, name: str, text: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+
+
+def test_settled_day_new_file_and_changed_file(
+    contract: Contract, data_dir: Path, instance: dg.DagsterInstance
+) -> None:
+    day = data_dir / "input" / "batch" / "2026-03-02"
+    _write(day, "teams.csv", "team_id,team_name\n1,Refunds\n")
+    _write(day, "regions.csv", "region_id,region_name,city_id,delivery_base_fee\n1,A,1,10\n")
+    _write(day, "notes.txt", "not a contract file")
+    _write(day, ".teams.csv.tmp", "still being written")
+
+    # Just written: not settled, nothing requested, the cursor says files are pending.
+    first = _tick(contract, instance, None)
+    assert first.run_requests == []
+    assert Cursor.loads(first.cursor).pending == 2
+
+    time.sleep(SETTLE + 0.1)
+    settled = _tick(contract, instance, first.cursor)
+    assert len(settled.run_requests) == 1
+    request = settled.run_requests[0]
+    assert request.partition_key == "2026-03-02"
+    assert {key.to_user_string() for key in request.asset_selection} == {"dim_team", "dim_region"}
+    assert request.run_key.startswith("batch:2026-03-02:")
+
+    # The same files again: nothing.
+    again = _tick(contract, instance, settled.cursor)
+    assert again.run_requests == []
+
+    # A rewritten file: a new request for that table only, with a new run key.
+    _write(day, "teams.csv", "team_id,team_name\n1,Refunds\n2,VIP Support\n")
+    time.sleep(SETTLE + 0.1)
+    changed = _tick(contract, instance, again.cursor)
+    assert len(changed.run_requests) == 1
+    assert [key.to_user_string() for key in changed.run_requests[0].asset_selection] == ["dim_team"]
+    assert changed.run_requests[0].run_key != request.run_key
+
+
+def test_catch_up_covers_master_and_every_past_day(
+    contract: Contract, data_dir: Path, instance: dg.DagsterInstance
+) -> None:
+    _write(data_dir / "master", "teams.csv", "team_id,team_name\n1,Refunds\n")
+    for day in ("2026-02-27", "2026-03-01"):
+        _write(data_dir / "input" / "batch" / day, "teams.csv", "team_id,team_name\n1,R\n")
+    _write(data_dir / "input" / "batch" / "not-a-date", "teams.csv", "team_id,team_name\n")
+    time.sleep(SETTLE + 0.1)
+    result = _tick(contract, instance, None)
+    keys = [request.partition_key for request in result.run_requests]
+    assert keys == [contract.partitions.batch_start_date.isoformat(), "2026-02-27", "2026-03-01"]
+    assert all(
+        [key.to_user_string() for key in request.asset_selection] == ["dim_team"]
+        for request in result.run_requests
+    )
+    # A folder for a day that is not yet a partition waits instead of failing the tick.
+    _write(data_dir / "input" / "batch" / "2099-01-01", "teams.csv", "team_id,team_name\n")
+    time.sleep(SETTLE + 0.1)
+    later = _tick(contract, instance, result.cursor)
+    assert later.run_requests == []

@@ -1,0 +1,210 @@
+"""The validation stages as pure functions: typing, nulls, rules, duplicates, all reasons."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.sources.reading import ROW_COLUMN, TEXT_DTYPE
+from fastfeast_dagster.validation.derive import add_derived_columns
+from fastfeast_dagster.validation.engine import check_columns, validate
+
+
+def _frame(rows: list[dict[str, str | None]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows).astype(TEXT_DTYPE)
+    frame.insert(0, ROW_COLUMN, range(1, len(frame) + 1))
+    return frame
+
+
+def _order(**overrides: str | None) -> dict[str, str | None]:
+    row: dict[str, str | None] = {
+        "order_id": "3f2b8c1e-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
+        "customer_id": "12",
+        "restaurant_id": "3",
+        "driver_id": "7",
+        "region_id": "2",
+        "order_amount": "100.50",
+        "delivery_fee": "12",
+        "discount_amount": "0",
+        "total_amount": "112.50",
+        "order_status": "Delivered",
+        "payment_method": "card",
+        "order_created_at": "2026-03-02 10:15:00",
+        "delivered_at": "2026-03-02T10:55:30.250000",
+    }
+    row.update(overrides)
+    return row
+
+
+def _reasons(result, row: int) -> set[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+    lines = result.rejects[result.rejects[ROW_COLUMN] == row]
+    return set(zip(lines["stage"], lines["rule"], lines["column"], strict=True))
+
+
+def test_accepted_value_formats_are_typed(contract: Contract) -> None:
+    rows = [
+        _order(),
+        _order(
+            order_id="3f2b8c1e-1a2b-4c3d-8e9f-0a1b2c3d4e50",
+            customer_id="370.0",
+            order_created_at="2026-03-02T10:15",
+            delivered_at="",
+        ),
+    ]
+    result = validate(_frame(rows), contract.sources["orders"], contract)
+    assert result.rejects.empty, result.rejects
+    clean = result.clean
+    assert clean["customer_id"].tolist() == [12, 370]
+    assert str(clean["customer_id"].dtype) == "Int64"
+    assert clean["order_created_at"].tolist() == [
+        pd.Timestamp("2026-03-02 10:15:00"),
+        pd.Timestamp("2026-03-02 10:15:00"),
+    ]
+    assert clean["delivered_at"].iloc[0] == pd.Timestamp("2026-03-02 10:55:30.25")
+    assert pd.isna(clean["delivered_at"].iloc[1])
+
+
+@pytest.mark.parametrize("token", ["", "null", "None", "NaN", "nat", "NA", " n/a ", None])
+def test_the_null_vocabulary_becomes_a_real_null(contract: Contract, token: str | None) -> None:
+    result = validate(
+        _frame([_order(order_status=token, delivered_at=token)]),
+        contract.sources["orders"],
+        contract,
+    )
+    assert result.rejects.empty
+    assert pd.isna(result.clean["order_status"].iloc[0])  # never the text 'None'
+    assert pd.isna(result.clean["delivered_at"].iloc[0])
+
+
+def test_nullability_is_honoured_per_column(contract: Contract) -> None:
+    # Cancelled orders have no delivered_at: nullable, so they load (the reference's B1 bug).
+    cancelled = _order(order_status="Cancelled", delivered_at=None, driver_id=None)
+    no_payment = _order(order_id="3f2b8c1e-1a2b-4c3d-8e9f-0a1b2c3d4e51", payment_method="none")
+    result = validate(_frame([cancelled, no_payment]), contract.sources["orders"], contract)
+    assert len(result.clean) == 1
+    assert _reasons(result, 2) == {("schema", "not_null", "payment_method")}
+
+
+def test_every_failed_rule_of_a_row_is_recorded(contract: Contract) -> None:
+    bad = _order(
+        order_id="not-a-uuid",
+        customer_id="abc",
+        order_amount="-5",
+        total_amount="7.5",
+        order_status="Shipped",
+        delivered_at="2026-03-02 09:00:00",
+    )
+    result = validate(_frame([bad]), contract.sources["orders"], contract)
+    assert result.clean.empty
+    assert _reasons(result, 1) == {
+        ("records", "format", "order_id"),
+        ("schema", "type", "customer_id"),
+        ("records", "range", "order_amount"),
+        ("schema", "allowed_values", "order_status"),
+        ("records", "delivered_after_created", "delivered_at"),
+        ("records", "total_matches_parts", "total_amount"),
+    }
+    assert result.rejected_rows == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("2147483647", True), ("2147483648", False), ("12.5", False), ("1e3", False), ("-4", True)],
+)
+def test_integers_must_fit_the_warehouse_type(contract: Contract, value: str, ok: bool) -> None:
+    result = validate(_frame([_order(customer_id=value)]), contract.sources["orders"], contract)
+    assert result.rejects.empty == ok
+
+
+def test_duplicates_keep_the_first_valid_row(contract: Contract) -> None:
+    frame = _frame(
+        [
+            {"team_id": "1", "team_name": "first"},
+            {"team_id": "2", "team_name": "two"},
+            {"team_id": "1", "team_name": "changed content"},
+            {"team_id": "x", "team_name": "bad id"},
+        ]
+    )
+    result = validate(frame, contract.sources["teams"], contract)
+    assert result.clean["team_name"].tolist() == ["first", "two"]
+    assert _reasons(result, 3) == {("records", "duplicate", "team_id")}
+    assert result.duplicates == 1
+    # A rejected row does not occupy its key: the later valid copy loads.
+    frame = _frame(
+        [
+            {"team_id": "abc", "team_name": "x"},
+            {"team_id": "5", "team_name": "y"},
+            {"team_id": "5.0", "team_name": "y"},
+        ]
+    )
+    result = validate(frame, contract.sources["teams"], contract)
+    assert result.clean["team_id"].tolist() == [5]
+
+
+def test_formats_and_ranges_apply_only_to_present_values(contract: Contract) -> None:
+    base = {
+        "agent_id": "1",
+        "agent_name": "A",
+        "team_id": "1",
+        "skill_level": "Mid",
+        "hire_date": "2021-05-01",
+        "avg_handle_time_min": "7",
+        "resolution_rate": "0.9",
+        "csat_score": "4.5",
+        "is_active": "True",
+        "created_at": "2021-05-01 00:00:00",
+        "updated_at": "2021-05-01 00:00:00",
+    }
+    rows = [
+        {**base, "agent_email": "a@fastfeast.co.uk", "agent_phone": "01012345678"},
+        {**base, "agent_id": "2", "agent_email": "N/A", "agent_phone": ""},
+        {**base, "agent_id": "3", "agent_email": "missing@domain", "agent_phone": "0201234567"},
+        {
+            **base,
+            "agent_id": "4",
+            "agent_email": None,
+            "agent_phone": "1012345678",
+            "csat_score": "5.5",
+            "is_active": "maybe",
+            "hire_date": "2021/05/01",
+        },
+    ]
+    result = validate(_frame(rows), contract.sources["agents"], contract)
+    assert result.clean["agent_id"].tolist() == [1, 2]
+    assert _reasons(result, 3) == {
+        ("records", "format", "agent_email"),
+        ("records", "format", "agent_phone"),
+    }
+    assert _reasons(result, 4) == {
+        ("records", "range", "csat_score"),
+        ("schema", "type", "is_active"),
+        ("schema", "type", "hire_date"),
+    }
+
+
+def test_column_set_mismatch_names_the_columns(contract: Contract) -> None:
+    frame = _frame([{"team_id": "1", "team_label": "x"}])
+    rejection = check_columns(frame, contract.sources["teams"])
+    assert rejection is not None
+    assert rejection.rule == "missing_columns"
+    assert "missing column(s) team_name" in rejection.message
+    assert "unexpected column(s) team_label" in rejection.message
+    reordered = _frame([{"team_name": "x", "team_id": "1"}])
+    assert check_columns(reordered, contract.sources["teams"]) is None
+
+
+def test_derived_keys_and_minutes(contract: Contract) -> None:
+    spec = contract.sources["tickets"]
+    clean = pd.DataFrame(
+        {
+            "created_at": pd.to_datetime(["2026-03-02 00:05:00", "2026-03-02 13:21:10"]),
+            "first_response_at": pd.to_datetime(["2026-03-02 00:06:30", None]),
+            "resolved_at": pd.to_datetime(["2026-03-02 00:20:00", None]),
+        }
+    )
+    derived = add_derived_columns(clean, spec)
+    assert derived["date_key"].tolist() == [20260302, 20260302]
+    assert derived["time_key"].tolist() == [5, 1321]
+    assert derived["first_response_min"].iloc[0] == 1.5
+    assert pd.isna(derived["resolution_min"].iloc[1])
