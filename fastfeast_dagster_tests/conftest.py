@@ -6,9 +6,10 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dagster as dg
 import psycopg
 import pytest
 
@@ -50,3 +51,44 @@ def conn(warehouse_url: str) -> Iterator[psycopg.Connection]:
 @pytest.fixture(scope="session")
 def contract() -> Contract:
     return load_contract()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty data root the pipeline reads from (FASTFEAST_DATA_DIR)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("FASTFEAST_DATA_DIR", str(root))
+    monkeypatch.setenv("FASTFEAST_PII_KEY", "test-pii-key")
+    return root
+
+
+@pytest.fixture
+def materialize(
+    warehouse_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., dg.ExecuteInProcessResult]]:
+    """Materialize table assets of one partition for real, through the project's own job.
+
+    The project's resources are used as they are; they find the test's database through
+    FASTFEAST_DATABASE_URL, as any deployment pointed at an existing server does.
+    """
+    from fastfeast_dagster.definitions import defs
+
+    monkeypatch.setenv("FASTFEAST_DATABASE_URL", warehouse_url)
+    monkeypatch.setenv("FASTFEAST_PII_KEY", "test-pii-key")
+    with dg.instance_for_test() as instance:
+
+        def run(
+            tables: list[str], partition_key: str, **kwargs: object
+        ) -> dg.ExecuteInProcessResult:
+            keys = [dg.AssetKey(table) for table in tables]
+            job = defs.resolve_implicit_job_def_def_for_assets(keys)
+            assert job is not None
+            return job.execute_in_process(
+                instance=instance,
+                partition_key=partition_key,
+                asset_selection=keys,
+                **kwargs,  # type: ignore[arg-type]
+            )
+
+        yield run

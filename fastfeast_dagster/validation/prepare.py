@@ -11,7 +11,12 @@ from fastfeast_dagster import pii
 from fastfeast_dagster.settings import Contract, SourceSpec
 from fastfeast_dagster.sources.reading import ROW_COLUMN, read_source_file
 from fastfeast_dagster.validation.derive import add_derived_columns
-from fastfeast_dagster.validation.engine import REJECT_COLUMNS, check_columns, validate
+from fastfeast_dagster.validation.engine import (
+    REJECT_COLUMNS,
+    TYPED_DTYPES,
+    check_columns,
+    validate,
+)
 from fastfeast_dagster.warehouse.batch import FILE_COLUMN, PARTITION_COLUMN, FileOutcome, LoadBatch
 
 
@@ -55,6 +60,9 @@ def prepare_batch(
                 )
             )
             continue
+        if frame.empty:
+            outcomes.append(FileOutcome(result.file, item.folder_kind, item.partition_key, 0))
+            continue
         validated = validate(frame, spec, contract)
         clean = add_derived_columns(validated.clean, spec)
         for column in spec.pii_columns:
@@ -77,10 +85,19 @@ def prepare_batch(
         source=source,
         partition_keys=sorted({item.partition_key for item in files}),
         files=outcomes,
-        clean=_concat(cleans),
+        clean=pd.concat(cleans, ignore_index=True) if cleans else _empty_clean(spec),
         rejects=_concat(rejects, columns=[FILE_COLUMN, PARTITION_COLUMN, *REJECT_COLUMNS]),
         raw=_concat(raws),
     )
+
+
+def _empty_clean(spec: SourceSpec) -> pd.DataFrame:
+    """No file yielded rows: an empty frame that still has the table's columns and types."""
+    frame = pd.DataFrame(
+        {name: pd.Series(dtype=TYPED_DTYPES[column.type]) for name, column in spec.columns.items()}
+    )
+    frame.insert(0, ROW_COLUMN, pd.Series(dtype="int64"))
+    return _tag(add_derived_columns(frame, spec), "", "")
 
 
 def _masked_raw(frame: pd.DataFrame, spec: SourceSpec, key: bytes) -> pd.DataFrame:

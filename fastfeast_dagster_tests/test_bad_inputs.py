@@ -1,0 +1,143 @@
+"""Bad inputs, materialized for real: each ends as a file rejection or quarantined rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+DAY = "2026-03-02"
+
+
+def _write(data_dir: Path, name: str, content: bytes) -> None:
+    folder = data_dir / "input" / "batch" / DAY
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(content)
+
+
+CASES = [
+    # (case, file, content, status, stage, rule, total, loaded, quarantine rows)
+    (
+        "missing column",
+        "teams.csv",
+        b"team_id\n1\n2\n",
+        "failed",
+        "file",
+        "missing_columns",
+        2,
+        0,
+        2,
+    ),
+    (
+        "extra column",
+        "teams.csv",
+        b"team_id,team_name,lead\n1,A,x\n",
+        "failed",
+        "file",
+        "extra_columns",
+        1,
+        0,
+        1,
+    ),
+    ("empty file", "teams.csv", b"", "failed", "file", "empty_file", 0, 0, 1),
+    ("header-only CSV", "teams.csv", b"team_id,team_name\n", "success", None, None, 0, 0, 0),
+    ("empty JSON array", "cities.json", b"[]", "success", None, None, 0, 0, 0),
+    (
+        "truncated JSON",
+        "cities.json",
+        b'[{"city_id": 1, "city_name": "Cairo", "coun',
+        "failed",
+        "file",
+        "malformed_json",
+        0,
+        0,
+        1,
+    ),
+    (
+        "non-UTF-8 bytes",
+        "teams.csv",
+        b"team_id,team_name\n1,Caf\xe9\n",
+        "failed",
+        "file",
+        "not_utf8",
+        0,
+        0,
+        1,
+    ),
+    (
+        "unknown allowed value",
+        "segments.csv",
+        b"segment_id,segment_name,discount_pct,priority_support\n1,Regular,0,false\n2,Gold,5,true\n",
+        "success",
+        "schema",
+        "allowed_values",
+        2,
+        1,
+        1,
+    ),
+    (
+        "duplicate key, different content",
+        "teams.csv",
+        b"team_id,team_name\n1,A\n1,B\n",
+        "success",
+        "records",
+        "duplicate",
+        2,
+        1,
+        1,
+    ),
+]
+TABLES = {"teams.csv": "dim_team", "cities.json": "dim_city", "segments.csv": "dim_segment"}
+
+
+@pytest.mark.parametrize(
+    ("case", "file", "content", "status", "stage", "rule", "total", "loaded", "quarantined"),
+    CASES,
+    ids=[case[0] for case in CASES],
+)
+def test_bad_input_is_rejected_or_quarantined(
+    data_dir: Path,
+    materialize,  # type: ignore[no-untyped-def]
+    warehouse_url: str,
+    case: str,
+    file: str,
+    content: bytes,
+    status: str,
+    stage: str | None,
+    rule: str | None,
+    total: int,
+    loaded: int,
+    quarantined: int,
+) -> None:
+    _write(data_dir, file, content)
+    table = TABLES[file]
+    result = materialize([table], DAY)
+    assert result.success, case
+    with psycopg.connect(warehouse_url) as conn:
+        log = conn.execute(
+            "SELECT status, total_records, valid_records, quarantined, error_message"
+            " FROM pipeline_file_log WHERE file_name = %s",
+            (file,),
+        ).fetchall()
+        assert len(log) == 1
+        assert log[0][:4] == (status, total, loaded, total - loaded)
+        if status == "failed":
+            assert log[0][4], "a failed file says why"
+        rows = conn.execute(
+            "SELECT rejection_stage, rejection_rule, rejection_reason, source_table, raw_data"
+            " FROM quarantine WHERE superseded_at IS NULL"
+        ).fetchall()
+        assert len(rows) == quarantined
+        assert all((row[0], row[1]) == (stage, rule) for row in rows)
+        assert all(row[3] == table and row[2] for row in rows)
+        (in_table,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        assert in_table == loaded
+
+
+def test_a_missing_file_fails_the_step_with_a_clear_error(data_dir: Path, materialize) -> None:  # type: ignore[no-untyped-def]
+    result = materialize(["dim_team"], DAY, raise_on_error=False)
+    assert not result.success
+    failure = result.failure_data_for_node("dim_team")
+    assert failure is not None
+    assert "no source file for the partition" in failure.error.message
