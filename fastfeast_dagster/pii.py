@@ -8,7 +8,6 @@ usable as join keys.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -63,6 +62,9 @@ def canonical(values: pd.Series, kind: str) -> pd.Series:
 def mask(values: pd.Series, kind: str, key: bytes) -> pd.Series:
     """HMAC-SHA256 hex of each canonical value; missing values stay missing."""
     canon = canonical(values, kind)
-    present = canon.dropna().unique()
-    tokens = {value: hmac.new(key, value.encode(), hashlib.sha256).hexdigest() for value in present}
+    # One HMAC per distinct value; hmac.digest is the one-shot C path (no HMAC object per value).
+    tokens = {
+        value: hmac.digest(key, value.encode(), "sha256").hex()
+        for value in canon.dropna().unique().tolist()
+    }
     return canon.map(tokens).astype("string")

@@ -9,7 +9,7 @@ import pandas as pd
 
 from fastfeast_dagster import pii
 from fastfeast_dagster.settings import Contract, SourceSpec
-from fastfeast_dagster.sources.reading import ROW_COLUMN, read_source_file
+from fastfeast_dagster.sources.reading import ROW_COLUMN, TEXT_DTYPE, read_source_file
 from fastfeast_dagster.validation.derive import add_derived_columns
 from fastfeast_dagster.validation.engine import (
     REJECT_COLUMNS,
@@ -50,8 +50,8 @@ def prepare_batch(
             )
             continue
         frame = result.frame
-        raw = _masked_raw(frame, spec, key)
-        raws.append(_tag(raw, name, item.partition_key))
+        masked = _mask_columns(frame, spec, key)
+        raws.append(_tag(frame.assign(**masked), name, item.partition_key))
         rejection = check_columns(frame, spec)
         if rejection is not None:
             outcomes.append(
@@ -65,10 +65,11 @@ def prepare_batch(
             continue
         validated = validate(frame, spec, contract)
         clean = add_derived_columns(validated.clean, spec)
-        for column in spec.pii_columns:
-            kind = spec.columns[column].pii
-            assert kind is not None
-            clean[column] = pii.mask(clean[column], kind, key)
+        # Clean rows take the tokens already computed for the raw text (same canonical value).
+        positions = clean[ROW_COLUMN].to_numpy() - 1
+        for column, tokens in masked.items():
+            clean[column] = pd.array(tokens.to_numpy()[positions], dtype=TEXT_DTYPE)
+            clean[column] = clean[column].where(validated.clean[column].notna())
         cleans.append(_tag(clean, name, item.partition_key))
         rejects.append(_tag(validated.rejects, name, item.partition_key))
         outcomes.append(
@@ -100,14 +101,13 @@ def _empty_clean(spec: SourceSpec) -> pd.DataFrame:
     return _tag(add_derived_columns(frame, spec), "", "")
 
 
-def _masked_raw(frame: pd.DataFrame, spec: SourceSpec, key: bytes) -> pd.DataFrame:
-    """The source text as read, with every PII column masked (invalid values included)."""
-    raw = frame.copy()
-    for column in spec.pii_columns:
-        kind = spec.columns[column].pii
-        if column in raw.columns and kind is not None:
-            raw[column] = pii.mask(raw[column], kind, key)
-    return raw
+def _mask_columns(frame: pd.DataFrame, spec: SourceSpec, key: bytes) -> dict[str, pd.Series]:
+    """Masked text of every PII column present, invalid values included (quarantine stores them)."""
+    return {
+        column: pii.mask(frame[column], kind, key)
+        for column, kind in ((name, spec.columns[name].pii) for name in spec.pii_columns)
+        if column in frame.columns and kind is not None
+    }
 
 
 def _tag(frame: pd.DataFrame, file_name: str, partition_key: str) -> pd.DataFrame:

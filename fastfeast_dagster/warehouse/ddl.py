@@ -126,7 +126,9 @@ def _create_source_table(schema: str, spec: SourceSpec) -> list[sql.Composable]:
     index_columns += [
         name for name, derived in spec.derived.items() if derived.kind in CALENDAR_TABLES
     ]
-    index_columns.append("_partition_key")
+    if spec.kind == "fact":
+        # Facts replace whole partitions; dimensions are only ever upserted by key.
+        index_columns.append("_partition_key")
     statements += [
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
             sql.Identifier(f"idx_{spec.table}_{column.lstrip('_')}"), table, sql.Identifier(column)

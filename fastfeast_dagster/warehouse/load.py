@@ -86,7 +86,8 @@ def load_batch(
         _copy_clean_rows(cur, stage, batch.clean, columns, run_id)
         orphan_rejects = _orphan_stage(cur, schema, stage, _key_checks(contract, spec))
         removed = _replace_partitions(cur, schema, spec, stage, batch) if spec.kind == "fact" else 0
-        inserted, updated = _upsert(cur, schema, spec, stage, columns)
+        several_files = len(batch.files) > 1
+        inserted, updated = _upsert(cur, schema, spec, stage, columns, several_files)
         quarantine = _quarantine_rows(batch, orphan_rejects)
         _write_quarantine(cur, schema, stage, quarantine, batch, spec.table, asset_key, run_id)
         report = _report(spec, batch, quarantine, inserted, updated, removed)
@@ -199,7 +200,12 @@ def _replace_partitions(
 
 
 def _upsert(
-    cur: psycopg.Cursor, schema: str, spec: SourceSpec, stage: sql.Identifier, columns: list[str]
+    cur: psycopg.Cursor,
+    schema: str,
+    spec: SourceSpec,
+    stage: sql.Identifier,
+    columns: list[str],
+    several_versions: bool,
 ) -> tuple[int, int]:
     """Newest-partition-wins upsert; returns (inserted, updated)."""
     table = sql.Identifier(schema, spec.table)
@@ -220,13 +226,20 @@ def _upsert(
         else sql.SQL("false")
     )
     target = sql.SQL(", ").join(sql.Identifier(name) for name in written)
+    # Validation leaves one row per key and file; a batch of several files (a range) may carry
+    # several versions of a key, and the newest partition's wins.
+    rows = (
+        sql.SQL(
+            "SELECT DISTINCT ON ({pk}) {target} FROM {stage}"
+            " ORDER BY {pk}, _partition_key DESC, _source_row DESC"
+        )
+        if several_versions
+        else sql.SQL("SELECT {target} FROM {stage}")
+    ).format(pk=pk, target=target, stage=stage)
     cur.execute(
         sql.SQL(
             "WITH upserted AS ("
-            " INSERT INTO {table} AS t ({target})"
-            # A range batch may carry several versions of a key: the newest partition's wins.
-            " SELECT DISTINCT ON ({pk}) {target} FROM {stage}"
-            " ORDER BY {pk}, _partition_key DESC, _source_row DESC"
+            " INSERT INTO {table} AS t ({target}) {rows}"
             " ON CONFLICT ({pk}) DO UPDATE SET {updates}"
             " WHERE EXCLUDED._partition_key >= t._partition_key AND {changed}"
             " RETURNING (xmax = 0) AS inserted)"
@@ -236,7 +249,7 @@ def _upsert(
             table=table,
             target=target,
             pk=pk,
-            stage=stage,
+            rows=rows,
             updates=sql.SQL(", ").join(updates),
             changed=changed,
         )
