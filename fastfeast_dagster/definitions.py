@@ -3,18 +3,30 @@
 import dagster as dg
 
 from fastfeast_dagster.assets.calendar import calendar_assets
-from fastfeast_dagster.assets.tables import IO_MANAGER_KEY, build_table_assets, daily_partitions
+from fastfeast_dagster.assets.maintenance import build_maintenance_schedules, maintenance_assets
+from fastfeast_dagster.assets.tables import (
+    IO_MANAGER_KEY,
+    build_table_assets,
+    daily_partitions,
+    hourly_partitions,
+)
 from fastfeast_dagster.resources.io_manager import PostgresIOManager
 from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.sensors.folders import build_folder_sensor
+from fastfeast_dagster.sensors.orphans import build_orphan_retry_sensor
 from fastfeast_dagster.settings import default_contract
 
 contract = default_contract()
 warehouse = Warehouse()
 
 defs = dg.Definitions(
-    assets=[*calendar_assets, *build_table_assets(contract)],
-    sensors=[build_folder_sensor("batch", contract, daily_partitions(contract))],
+    assets=[*calendar_assets, *build_table_assets(contract), *maintenance_assets],
+    sensors=[
+        build_folder_sensor("batch", contract, daily_partitions(contract)),
+        build_folder_sensor("stream", contract, hourly_partitions(contract)),
+        build_orphan_retry_sensor(contract),
+    ],
+    schedules=build_maintenance_schedules(contract),
     resources={
         "warehouse": warehouse,
         IO_MANAGER_KEY: PostgresIOManager(warehouse=warehouse),

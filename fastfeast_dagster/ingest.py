@@ -17,8 +17,9 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from fastfeast_dagster.sensors.folders import Cursor
 
-# Sensors are evaluated in this order each round: a day's dimensions before its hours' facts.
-SENSOR_ORDER = ("batch_files_sensor", "stream_files_sensor")
+# Evaluated in this order each round: a day's dimensions before its hours' facts, then the retry
+# of orphans whose parents those runs brought.
+SENSOR_ORDER = ("batch_files_sensor", "stream_files_sensor", "orphan_retry_sensor")
 
 
 @dataclass

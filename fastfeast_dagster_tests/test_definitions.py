@@ -31,6 +31,20 @@ DIMENSIONS = {
     "dim_driver": {"dim_region"},
     "dim_agent": {"dim_team"},
 }
+FACTS = {
+    "fact_order": {"dim_customer", "dim_restaurant", "dim_driver", "dim_region"},
+    "fact_ticket": {
+        "fact_order",
+        "dim_customer",
+        "dim_driver",
+        "dim_restaurant",
+        "dim_agent",
+        "dim_reason",
+        "dim_priority",
+        "dim_channel",
+    },
+    "fact_ticket_event": {"fact_ticket", "dim_agent"},
+}
 
 
 def test_asset_keys_groups_kinds_partitions_and_lineage_are_pinned() -> None:
@@ -55,7 +69,45 @@ def test_asset_keys_groups_kinds_partitions_and_lineage_are_pinned() -> None:
             "DailyPartitionsDefinition",
             frozenset(parents),
         )
+    for table, parents in FACTS.items():
+        expected[table] = (
+            "facts",
+            frozenset({"postgres", "pandas"}),
+            "HourlyPartitionsDefinition",
+            frozenset(parents),
+        )
+    expected["ticket_sla"] = (
+        "analytics",
+        frozenset({"postgres"}),
+        "NoneType",
+        frozenset({"fact_ticket", "fact_ticket_event", "fact_order"}),
+    )
+    expected["true_orphan"] = ("audit", frozenset({"postgres"}), "NoneType", frozenset())
     assert shape == expected
+
+
+def test_facts_map_each_hour_to_its_day_and_backfill_a_range_in_one_run() -> None:
+    graph = defs.resolve_asset_graph()
+    order = graph.get(dg.AssetKey("fact_order"))
+    mapping = graph.get_partition_mapping(order.key, dg.AssetKey("dim_customer"))
+    assert isinstance(mapping, dg.TimeWindowPartitionMapping)
+    assert order.backfill_policy == dg.BackfillPolicy.single_run()
+    customer = graph.get(dg.AssetKey("dim_customer"))
+    assert customer.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+
+
+def test_sensors_and_schedules_run_by_default() -> None:
+    sensors = {sensor.name: sensor.default_status for sensor in defs.sensors}
+    assert sensors == {
+        "batch_files_sensor": dg.DefaultSensorStatus.RUNNING,
+        "stream_files_sensor": dg.DefaultSensorStatus.RUNNING,
+        "orphan_retry_sensor": dg.DefaultSensorStatus.RUNNING,
+    }
+    schedules = {s.name: (s.cron_schedule, s.default_status) for s in defs.schedules}
+    assert schedules == {
+        "ticket_sla_refresh": ("*/10 * * * *", dg.DefaultScheduleStatus.RUNNING),
+        "true_orphan_promotion": ("5 * * * *", dg.DefaultScheduleStatus.RUNNING),
+    }
 
 
 def test_table_assets_carry_the_contract_schema(contract) -> None:

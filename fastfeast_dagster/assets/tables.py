@@ -167,8 +167,4 @@ def build_table_assets(contract: Contract) -> list[dg.AssetsDefinition]:
         "dimension": daily_partitions(contract),
         "fact": hourly_partitions(contract),
     }
-    return [
-        build_table_asset(source, contract, partitions)
-        for source in contract.load_order()
-        if contract.sources[source].kind == "dimension"
-    ]
+    return [build_table_asset(source, contract, partitions) for source in contract.load_order()]

@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from fastfeast_dagster.settings import Contract, SourceSpec
+from fastfeast_dagster.warehouse.sla import sla_view_statement
 
 # Held while the schema is applied, so concurrent run workers do not race each other's DDL.
 _SCHEMA_LOCK_ID = 0x0FA57FEA57
@@ -304,6 +305,9 @@ def apply_schema(conn: psycopg.Connection, contract: Contract) -> None:
         calendar = {"first": contract.calendar.first_date, "last": contract.calendar.last_date}
         cur.execute(_FILL_DIM_DATE.format(schema=ident), calendar)  # type: ignore[arg-type]
         cur.execute(_FILL_DIM_TIME.format(schema=ident))  # type: ignore[arg-type]
+        view = sla_view_statement(contract)
+        if view is not None:
+            cur.execute(view)
 
 
 def _add_missing_foreign_keys(

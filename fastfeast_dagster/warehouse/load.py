@@ -85,7 +85,9 @@ def load_batch(
         stage = _create_staging(cur, schema, spec)
         _copy_clean_rows(cur, stage, batch.clean, columns, run_id)
         orphan_rejects = _orphan_stage(cur, schema, stage, _key_checks(contract, spec))
-        removed = _replace_partitions(cur, schema, spec, stage, batch) if spec.kind == "fact" else 0
+        removed = (
+            _replace_partitions(cur, contract, spec, stage, batch) if spec.kind == "fact" else 0
+        )
         several_files = len(batch.files) > 1
         inserted, updated = _upsert(cur, schema, spec, stage, columns, several_files)
         quarantine = _quarantine_rows(batch, orphan_rejects)
@@ -182,17 +184,37 @@ def _orphan_stage(
 
 
 def _replace_partitions(
-    cur: psycopg.Cursor, schema: str, spec: SourceSpec, stage: sql.Identifier, batch: LoadBatch
+    cur: psycopg.Cursor,
+    contract: Contract,
+    spec: SourceSpec,
+    stage: sql.Identifier,
+    batch: LoadBatch,
 ) -> int:
-    """Remove rows of these partitions that the new files no longer carry."""
+    """Remove rows of these partitions that the new files no longer carry.
+
+    A row another table still references (an order with tickets) stays: removing it would break
+    the child's foreign key, and the child's own file is what decides the child's fate.
+    """
+    schema = contract.warehouse.schema_name
+    table = sql.Identifier(schema, spec.table)
+    pk = sql.Identifier(spec.primary_key)
+    referenced = [
+        sql.SQL("NOT EXISTS (SELECT 1 FROM {child} c WHERE c.{column} = t.{pk})").format(
+            child=sql.Identifier(schema, child.table), column=sql.Identifier(fk.column), pk=pk
+        )
+        for child in contract.sources.values()
+        for fk in child.foreign_keys
+        if contract.sources[fk.references] is spec
+    ]
     cur.execute(
         sql.SQL(
             "DELETE FROM {table} t WHERE t._partition_key = ANY(%s)"
-            " AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.{pk} = t.{pk})"
+            " AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.{pk} = t.{pk}){referenced}"
         ).format(
-            table=sql.Identifier(schema, spec.table),
+            table=table,
             stage=stage,
-            pk=sql.Identifier(spec.primary_key),
+            pk=pk,
+            referenced=sql.SQL("").join(sql.SQL(" AND ") + clause for clause in referenced),
         ),
         (batch.partition_keys,),
     )

@@ -1,0 +1,63 @@
+"""Orphan retry: when parent tables materialize, re-run the partitions whose orphans now resolve.
+
+Declarative Automation cannot do this (it only considers the latest time partition), so a sensor
+watches the parents' materializations and asks the warehouse which partitions hold quarantined
+orphans that would now load. The re-run is an ordinary run of the normal asset.
+"""
+
+import dagster as dg
+
+from fastfeast_dagster.resources.warehouse import Warehouse
+from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.warehouse.orphans import resolvable_partitions
+
+
+def build_orphan_retry_sensor(contract: Contract) -> dg.SensorDefinition:
+    parents = sorted(
+        {
+            contract.sources[fk.references].table
+            for spec in contract.sources.values()
+            for fk in spec.foreign_keys
+        }
+    )
+    children = [spec.table for spec in contract.sources.values() if spec.foreign_keys]
+
+    @dg.sensor(
+        name="orphan_retry_sensor",
+        description=(
+            "When a parent table materializes, re-runs the partitions whose quarantined orphans "
+            "now resolve; the load marks those quarantine rows resolved."
+        ),
+        minimum_interval_seconds=contract.sensors.minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        asset_selection=[dg.AssetKey(table) for table in children],
+    )
+    def orphan_retry_sensor(
+        context: dg.SensorEvaluationContext, warehouse: Warehouse
+    ) -> dg.SensorResult:
+        seen = int(context.cursor or 0)
+        newest = max(
+            [seen, *(_latest_materialization(context.instance, table) for table in parents)]
+        )
+        if newest <= seen:
+            return dg.SensorResult(skip_reason="no parent materialized since the last check")
+        with warehouse.connect() as conn:
+            partitions = resolvable_partitions(conn, warehouse.contract)
+        requests = [
+            dg.RunRequest(
+                run_key=f"orphan-retry:{table}:{partition}:{newest}",
+                partition_key=partition,
+                asset_selection=[dg.AssetKey(table)],
+                tags={"fastfeast/reason": "orphan-retry"},
+            )
+            for table, keys in partitions.items()
+            for partition in keys
+        ]
+        return dg.SensorResult(run_requests=requests, cursor=str(newest))
+
+    return orphan_retry_sensor
+
+
+def _latest_materialization(instance: dg.DagsterInstance, table: str) -> int:
+    records = instance.fetch_materializations(dg.AssetKey(table), limit=1, ascending=False).records
+    return records[0].storage_id if records else 0

@@ -1,0 +1,618 @@
+"""Dimensions: the static lookups, the four entity tables with their defects, and daily drift.
+
+The master is a function of (seed, scale) only; a batch day is the master plus that day's drift
+plus the customers first delivered that day, so consecutive days generated into one folder agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fastfeast_dagster.synthetic.common import (
+    DRIFT,
+    MASTER,
+    NEW_CUSTOMERS,
+    NULL_TOKENS,
+    US_PER_SECOND,
+    Planner,
+    cycle,
+    day_number,
+    day_start_us,
+    new_customer_ids,
+    rng_for,
+    scaled,
+)
+from fastfeast_dagster.synthetic.manifest import FileReport
+from fastfeast_dagster.synthetic.render import (
+    NAN_LITERAL,
+    Frame,
+    Kind,
+    booleans,
+    dates,
+    decimals,
+    ints,
+    join,
+    padded,
+    pick,
+    text,
+    timestamps,
+)
+
+CITIES = [(1, "Cairo"), (2, "Giza"), (3, "Alexandria")]
+REGIONS = [
+    (1, "Nasr City", 1, 12.5), (2, "Heliopolis", 1, 14.25), (3, "Maadi", 1, 15.75),
+    (4, "Zamalek", 1, 19.23), (5, "Downtown", 1, 11.4), (6, "New Cairo", 1, 17.9),
+    (7, "Shubra", 1, 10.07), (8, "Dokki", 2, 13.6), (9, "Mohandessin", 2, 14.8),
+    (10, "Haram", 2, 10.95), (11, "6th of October", 2, 16.3), (12, "Sheikh Zayed", 2, 18.1),
+    (13, "Smouha", 3, 12.2), (14, "Sidi Gaber", 3, 11.75), (15, "Miami", 3, 10.5),
+    (16, "Stanley", 3, 15.1), (17, "Montaza", 3, 13.35), (18, "Agami", 3, 16.85),
+]  # fmt: skip
+SEGMENTS = [(1, "Regular", 0, "False"), (2, "VIP", 10, "True")]
+CATEGORIES = [
+    "Fried Chicken", "Pizza", "Burgers", "Asian", "Seafood",
+    "Grill", "Koshary", "Dessert", "Healthy", "Shawarma",
+]  # fmt: skip
+TEAMS = ["General Support", "Escalations", "VIP Support", "Technical", "Refunds"]
+REASON_CATEGORIES = ["Delivery", "Food", "Payment"]
+# (name, reason_category_id, severity_level, typical_refund_pct)
+REASONS = [
+    ("Late delivery", 1, 2, 0.2), ("Order never arrived", 1, 5, 1.0),
+    ("Driver behaviour", 1, 3, 0.1), ("Wrong address handling", 1, 2, 0.15),
+    ("Missing items", 2, 3, 0.5), ("Wrong order", 2, 4, 0.8), ("Cold food", 2, 2, 0.3),
+    ("Food quality", 2, 3, 0.4), ("Double charge", 3, 4, 1.0), ("Refund not received", 3, 3, 0.6),
+]  # fmt: skip
+CHANNELS = ["app", "chat", "phone", "email"]
+# (code, name, first-response minutes, resolution minutes): each priority has its own SLA.
+PRIORITIES = [
+    ("P1", "Critical", 5, 60), ("P2", "High", 15, 240),
+    ("P3", "Medium", 30, 720), ("P4", "Low", 60, 1440),
+]  # fmt: skip
+
+MALE = [
+    "Ahmed", "Mohamed", "Mahmoud", "Omar", "Youssef", "Mostafa", "Karim", "Hassan", "Ali", "Amr",
+    "Tarek", "Khaled", "Sherif", "Hany", "Ibrahim", "Walid", "Ayman", "Ziad", "Hazem", "Adel",
+]  # fmt: skip
+FEMALE = [
+    "Fatma", "Nour", "Mariam", "Salma", "Aya", "Yasmin", "Heba", "Dina", "Rana", "Mona",
+    "Sara", "Laila", "Hana", "Reem", "Nada", "Farida", "Malak", "Habiba", "Jana", "Amira",
+]  # fmt: skip
+LAST = [
+    "Hassan", "Mahmoud", "Ibrahim", "Abdelrahman", "Saleh", "Farouk", "Mansour", "Nasser",
+    "Fathy", "Gamal", "Shawky", "Zaki", "Helmy", "Ragab", "Soliman", "Fouad", "Kamel", "Badawy",
+    "Osman", "Amin", "Hegazy", "Lotfy", "Morsi", "Sabry", "Taha", "Youssef", "Ezzat", "Sayed",
+]  # fmt: skip
+CUSTOMER_DOMAINS = [
+    "gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "icloud.com",
+    "proton.me", "mail.eg", "tedata.net.eg", "company.com.eg", "fastmail.io",
+]  # fmt: skip
+AGENT_DOMAINS = ["fastfeast.com", "fastfeast.eg", "support.fastfeast.io"]
+RESTAURANT_WORDS = ["House", "Corner", "Express", "Kitchen", "Spot", "Garden"]
+PRICE_TIERS = ["Low", "Mid", "High"]
+SHIFTS = ["morning", "evening", "night"]
+VEHICLES = ["bike", "motorbike", "car"]
+SKILLS = ["Junior", "Mid", "Senior", "Lead"]
+MOBILE_PREFIXES = ["010", "011", "012", "015"]
+
+BAD_EMAILS = ("notanemail", "missing@domain", "@nodomain.com")
+BAD_PHONES = ("abc12345", "0201234567", "12345")
+
+ENTITIES = ("customers", "restaurants", "drivers", "agents")
+LOOKUPS = (
+    "cities", "regions", "segments", "categories", "teams",
+    "reason_categories", "reasons", "channels", "priorities",
+)  # fmt: skip
+MASTER_UPDATED = "2025-12-31 23:00:00"
+PII_COLUMNS = {
+    "customers": {"email": "email", "phone": "phone"},
+    "drivers": {"driver_phone": "phone", "national_id": "national_id"},
+    "agents": {"agent_email": "email", "agent_phone": "phone"},
+}
+PII_PATTERNS = {
+    "email": r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$",
+    "phone": r"^0?1[0125][0-9]{8}$",
+    "national_id": r"^[23][0-9]{14}$",
+}
+
+
+@dataclass
+class Dim:
+    """One dimension file: its rows as written, the expectations, and what the stream may use."""
+
+    source: str
+    frame: Frame
+    report: FileReport
+    ids: np.ndarray  # base row i holds ids[i]
+    loaded: np.ndarray  # base rows that survive validation
+    positions: np.ndarray  # row of base row i in `frame` (copies are interleaved)
+    stable: np.ndarray  # clean base rows no defect touched: safe to drift
+    attrs: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _frame(columns: dict[str, pa.Array], numbers: set[str], flags: set[str] = frozenset()) -> Frame:
+    kinds: dict[str, Kind] = {n: "number" for n in numbers} | {n: "bool" for n in flags}
+    return Frame(columns, kinds)
+
+
+def lookup_frames() -> dict[str, Frame]:
+    def seq(count: int) -> pa.Array:
+        return ints(np.arange(1, count + 1))
+
+    return {
+        "cities": _frame(
+            {
+                "city_id": ints(np.array([c[0] for c in CITIES])),
+                "city_name": text([c[1] for c in CITIES]),
+                "country": text(["Egypt"] * len(CITIES)),
+                "timezone": text(["Africa/Cairo"] * len(CITIES)),
+            },
+            {"city_id"},
+        ),
+        "regions": _frame(
+            {
+                "region_id": seq(len(REGIONS)),
+                "region_name": text([r[1] for r in REGIONS]),
+                "city_id": ints(np.array([r[2] for r in REGIONS])),
+                "delivery_base_fee": decimals(np.array([r[3] for r in REGIONS])),
+            },
+            {"region_id", "city_id", "delivery_base_fee"},
+        ),
+        "segments": _frame(
+            {
+                "segment_id": seq(len(SEGMENTS)),
+                "segment_name": text([s[1] for s in SEGMENTS]),
+                "discount_pct": ints(np.array([s[2] for s in SEGMENTS])),
+                "priority_support": text([s[3] for s in SEGMENTS]),
+            },
+            {"segment_id", "discount_pct"},
+            {"priority_support"},
+        ),
+        "categories": _frame(
+            {"category_id": seq(len(CATEGORIES)), "category_name": text(CATEGORIES)},
+            {"category_id"},
+        ),
+        "teams": _frame({"team_id": seq(len(TEAMS)), "team_name": text(TEAMS)}, {"team_id"}),
+        "reason_categories": _frame(
+            {
+                "reason_category_id": seq(len(REASON_CATEGORIES)),
+                "category_name": text(REASON_CATEGORIES),
+            },
+            {"reason_category_id"},
+        ),
+        "reasons": _frame(
+            {
+                "reason_id": seq(len(REASONS)),
+                "reason_name": text([r[0] for r in REASONS]),
+                "reason_category_id": ints(np.array([r[1] for r in REASONS])),
+                "severity_level": ints(np.array([r[2] for r in REASONS])),
+                "typical_refund_pct": decimals(np.array([r[3] for r in REASONS])),
+            },
+            {"reason_id", "reason_category_id", "severity_level", "typical_refund_pct"},
+        ),
+        "channels": _frame(
+            {"channel_id": seq(len(CHANNELS)), "channel_name": text(CHANNELS)}, {"channel_id"}
+        ),
+        "priorities": _frame(
+            {
+                "priority_id": seq(len(PRIORITIES)),
+                "priority_code": text([p[0] for p in PRIORITIES]),
+                "priority_name": text([p[1] for p in PRIORITIES]),
+                "sla_first_response_min": ints(np.array([p[2] for p in PRIORITIES])),
+                "sla_resolution_min": ints(np.array([p[3] for p in PRIORITIES])),
+            },
+            {"priority_id", "sla_first_response_min", "sla_resolution_min"},
+        ),
+    }
+
+
+def region_city(region_ids: np.ndarray) -> np.ndarray:
+    cities = np.array([0] + [r[2] for r in REGIONS])
+    return cities[np.asarray(region_ids, dtype=np.int64)]
+
+
+# ---------------------------------------------------------------- shared column builders
+
+
+def _people(rng: np.random.Generator, count: int) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    gender = rng.integers(0, 2, count)
+    first = pick(MALE + FEMALE, gender * len(MALE) + rng.integers(0, len(MALE), count))
+    last = pick(LAST, rng.integers(0, len(LAST), count))
+    return first, last, gender
+
+
+def _emails(
+    rng: np.random.Generator, first: pa.Array, last: pa.Array, ids: np.ndarray, domains: list[str]
+) -> pa.Array:
+    domain = pick(domains, rng.integers(0, len(domains), len(ids)))
+    return join(pc.utf8_lower(first), ".", pc.utf8_lower(last), ints(ids), "@", domain)
+
+
+def _phones(rng: np.random.Generator, count: int) -> pa.Array:
+    prefix = pick(MOBILE_PREFIXES, rng.integers(0, len(MOBILE_PREFIXES), count))
+    return join(prefix, padded(rng.integers(0, 10**8, count), 8))
+
+
+def _stamps(rng: np.random.Generator, micros: np.ndarray) -> pa.Array:
+    # Mixed but valid ISO layouts: a few with microseconds, a few with a `T` separator.
+    count = len(micros)
+    return timestamps(micros, rng.random(count) < 0.1, rng.random(count) < 0.05)
+
+
+def _past_days(rng: np.random.Generator, count: int, first: dt.date, last: dt.date) -> np.ndarray:
+    return rng.integers(day_number(first), day_number(last) + 1, count)
+
+
+def _created(rng: np.random.Generator, days: np.ndarray) -> np.ndarray:
+    seconds = rng.integers(0, 86_400, len(days))
+    return (days * 86_400 + seconds) * US_PER_SECOND + rng.integers(0, US_PER_SECOND, len(days))
+
+
+# ---------------------------------------------------------------- entities
+
+
+def customer_rows(rng: np.random.Generator, ids: np.ndarray, signup: np.ndarray) -> Dim:
+    """Clean customer rows (master base rows or a day's newcomers)."""
+    count = len(ids)
+    first, last, gender = _people(rng, count)
+    region = rng.integers(1, len(REGIONS) + 1, count)
+    segment = np.where(rng.random(count) < 0.1, 2, 1)
+    created = _created(rng, signup)
+    stamps = _stamps(rng, created)
+    frame = _frame(
+        {
+            "customer_id": ints(ids),
+            "full_name": join(first, " ", last),
+            "email": _emails(rng, first, last, ids, CUSTOMER_DOMAINS),
+            "phone": _phones(rng, count),
+            "region_id": ints(region),
+            "segment_id": ints(segment),
+            "signup_date": dates(signup),
+            "gender": pick(["male", "female"], gender),
+            "created_at": stamps,
+            "updated_at": stamps,
+        },
+        {"customer_id", "region_id", "segment_id"},
+    )
+    everyone = np.arange(count)
+    attrs = {"region": region, "segment": segment}
+    return Dim(
+        "customers", frame, FileReport(), ids, np.ones(count, bool), everyone, everyone, attrs
+    )
+
+
+def _customers(rng: np.random.Generator, scale: float) -> Dim:
+    count = scaled(500, scale)
+    ids = np.arange(1, count + 1, dtype=np.int64)
+    dim = customer_rows(rng, ids, _past_days(rng, count, dt.date(2019, 1, 1), dt.date(2025, 12, 1)))
+    plan = Planner(rng, np.arange(count), dim.report)
+    frame, region = dim.frame, dim.attrs["region"]
+    _reject(dim, plan, "null_required", scaled(6, scale), "schema/not_null/full_name",
+            "full_name", NULL_TOKENS)  # fmt: skip
+    _reject(dim, plan, "invalid_email", scaled(4, scale), "records/format/email",
+            "email", BAD_EMAILS)  # fmt: skip
+    _reject(dim, plan, "invalid_phone", scaled(4, scale), "records/format/phone",
+            "phone", BAD_PHONES)  # fmt: skip
+    _reject(dim, plan, "unknown_allowed_value", scaled(2, scale), "schema/allowed_values/gender",
+            "gender", ("other",))  # fmt: skip
+    nulls = plan.take("valid_nulls", scaled(9, scale))
+    _valid_nulls(frame, nulls, ("email", "phone", "region_id"), NULL_TOKENS)
+    region[nulls[2::3]] = 0  # the third of them lost their region: no city to deliver to
+    as_float = plan.take("int_as_float", scaled(4, scale))
+    frame.put("region_id", as_float, [f"{region[r]}.0" for r in as_float])
+    _short_phones(frame, "phone", plan.take("phone_without_leading_zero", scaled(5, scale)))
+    exact = plan.take("duplicate", scaled(10, scale), "records/duplicate/customer_id")
+    changed = plan.take("duplicate_pk_changed", scaled(1, scale), "records/duplicate/customer_id")
+    copies = frame.take(np.concatenate([exact, changed]))
+    moved = np.arange(len(exact), len(exact) + len(changed))
+    copies.put("full_name", moved, cycle(["Renamed Customer"], len(changed)))
+    copies.put("updated_at", moved, cycle([MASTER_UPDATED], len(changed)))
+    return _with_copies(rng, dim, plan, np.concatenate([exact, changed]), copies)
+
+
+def _restaurants(rng: np.random.Generator, scale: float) -> Dim:
+    count = scaled(58, scale)
+    ids = np.arange(1, count + 1, dtype=np.int64)
+    category = rng.integers(1, len(CATEGORIES) + 1, count)
+    region = rng.integers(1, len(REGIONS) + 1, count)
+    tier = rng.choice(3, count, p=[0.4, 0.4, 0.2])
+    rating = np.round(rng.uniform(2.8, 4.9, count), 2)
+    prep = rng.integers(10, 46, count)
+    active = rng.random(count) < 0.95
+    word = pick(RESTAURANT_WORDS, rng.integers(0, len(RESTAURANT_WORDS), count))
+    place = pick([r[1] for r in REGIONS], region - 1)
+    created = _created(rng, _past_days(rng, count, dt.date(2019, 1, 1), dt.date(2025, 6, 30)))
+    stamps = _stamps(rng, created)
+    frame = _frame(
+        {
+            "restaurant_id": ints(ids),
+            "restaurant_name": join(pick(CATEGORIES, category - 1), " ", word, " ", place),
+            "region_id": ints(region),
+            "category_id": ints(category),
+            "price_tier": pick(PRICE_TIERS, tier),
+            "rating_avg": decimals(rating),
+            "prep_time_avg_min": ints(prep),
+            "is_active": booleans(active),
+            "created_at": stamps,
+            "updated_at": stamps,
+        },
+        {"restaurant_id", "region_id", "category_id", "rating_avg", "prep_time_avg_min"},
+        {"is_active"},
+    )
+    attrs = {"region": region, "tier": tier, "rating": rating, "prep": prep}
+    dim = Dim(
+        "restaurants", frame, FileReport(), ids, np.ones(count, bool), ids - 1, ids - 1, attrs
+    )
+    plan = Planner(rng, np.arange(count), dim.report)
+    _reject(dim, plan, "null_required", scaled(2, scale), "schema/not_null/restaurant_name",
+            "restaurant_name", (None, "N/A"))  # fmt: skip
+    _reject(dim, plan, "out_of_range", scaled(2, scale), "records/range/rating_avg",
+            "rating_avg", ("-1", "6"))  # fmt: skip
+    _reject(dim, plan, "unparseable_int", scaled(1, scale), "schema/type/prep_time_avg_min",
+            "prep_time_avg_min", ("abc",))  # fmt: skip
+    nulls = plan.take("valid_nulls", scaled(2, scale))
+    frame.put("rating_avg", nulls, cycle((NAN_LITERAL, None, "N/A", ""), len(nulls)))
+    as_float = plan.take("int_as_float", scaled(2, scale))
+    frame.put("prep_time_avg_min", as_float, [f"{prep[r]}.0" for r in as_float])
+    return _with_copies(rng, dim, plan, np.empty(0, np.int64), frame.take(np.empty(0, np.int64)))
+
+
+def _drivers(rng: np.random.Generator, scale: float) -> Dim:
+    count = scaled(100, scale)
+    ids = np.arange(1, count + 1, dtype=np.int64)
+    first, last, _ = _people(rng, count)
+    region = rng.integers(1, len(REGIONS) + 1, count)
+    hire = _past_days(rng, count, dt.date(2020, 1, 1), dt.date(2025, 12, 1))
+    rating = np.round(rng.uniform(3.5, 5.0, count), 2)
+    on_time = np.round(rng.uniform(0.7, 0.99, count), 2)
+    cancel = np.round(rng.uniform(0.0, 0.1, count), 3)
+    deliveries = rng.integers(0, 5000, count)
+    active = rng.random(count) < 0.9
+    stamps = _stamps(rng, _created(rng, hire))
+    frame = _frame(
+        {
+            "driver_id": ints(ids),
+            "driver_name": join(first, " ", last),
+            "driver_phone": _phones(rng, count),
+            "national_id": join(
+                pick(["2", "3"], rng.integers(0, 2, count)),
+                padded(rng.integers(0, 10**14, count), 14),
+            ),
+            "region_id": ints(region),
+            "shift": pick(SHIFTS, rng.integers(0, 3, count)),
+            "vehicle_type": pick(VEHICLES, rng.integers(0, 3, count)),
+            "hire_date": dates(hire),
+            "rating_avg": decimals(rating),
+            "on_time_rate": decimals(on_time),
+            "cancel_rate": decimals(cancel, 3),
+            "completed_deliveries": ints(deliveries),
+            "is_active": booleans(active),
+            "created_at": stamps,
+            "updated_at": stamps,
+        },
+        {
+            "driver_id",
+            "region_id",
+            "rating_avg",
+            "on_time_rate",
+            "cancel_rate",
+            "completed_deliveries",
+        },
+        {"is_active"},
+    )
+    attrs = {"region": region, "rating": rating, "on_time": on_time, "cancel": cancel,
+             "active": active}  # fmt: skip
+    dim = Dim("drivers", frame, FileReport(), ids, np.ones(count, bool), ids - 1, ids - 1, attrs)
+    plan = Planner(rng, np.arange(count), dim.report)
+    _reject(dim, plan, "null_required", scaled(2, scale), "schema/not_null/driver_name",
+            "driver_name", ("", "null"))  # fmt: skip
+    _reject(dim, plan, "invalid_phone", scaled(2, scale), "records/format/driver_phone",
+            "driver_phone", BAD_PHONES)  # fmt: skip
+    _reject(dim, plan, "invalid_national_id", scaled(1, scale), "records/format/national_id",
+            "national_id", ("123",))  # fmt: skip
+    _reject(dim, plan, "out_of_range", scaled(2, scale), "records/range/on_time_rate",
+            "on_time_rate", ("-0.5", "1.5"))  # fmt: skip
+    _reject(dim, plan, "unknown_allowed_value", scaled(1, scale), "schema/allowed_values/shift",
+            "shift", ("afternoon",))  # fmt: skip
+    nulls = plan.take("valid_nulls", scaled(3, scale))
+    _valid_nulls(frame, nulls, ("driver_phone", "national_id"), NULL_TOKENS)
+    as_float = plan.take("int_as_float", scaled(2, scale))
+    frame.put("completed_deliveries", as_float, [f"{deliveries[r]}.0" for r in as_float])
+    _short_phones(frame, "driver_phone", plan.take("phone_without_leading_zero", scaled(2, scale)))
+    exact = plan.take("duplicate", scaled(1, scale), "records/duplicate/driver_id")
+    return _with_copies(rng, dim, plan, exact, frame.take(exact))
+
+
+def _agents(rng: np.random.Generator, scale: float) -> Dim:
+    count = scaled(30, scale)
+    ids = np.arange(1, count + 1, dtype=np.int64)
+    first, last, _ = _people(rng, count)
+    skill = rng.choice(4, count, p=[0.35, 0.3, 0.25, 0.1])
+    hire = _past_days(rng, count, dt.date(2020, 1, 1), dt.date(2025, 12, 1))
+    handle = rng.integers(4, 25, count)
+    resolution = np.round(rng.uniform(0.7, 0.98, count), 2)
+    csat = np.round(rng.uniform(3.2, 4.9, count), 2)
+    stamps = _stamps(rng, _created(rng, hire))
+    frame = _frame(
+        {
+            "agent_id": ints(ids),
+            "agent_name": join(first, " ", last),
+            "agent_email": _emails(rng, first, last, ids, AGENT_DOMAINS),
+            "agent_phone": _phones(rng, count),
+            "team_id": ints(rng.integers(1, len(TEAMS) + 1, count)),
+            "skill_level": pick(SKILLS, skill),
+            "hire_date": dates(hire),
+            "avg_handle_time_min": ints(handle),
+            "resolution_rate": decimals(resolution),
+            "csat_score": decimals(csat),
+            "is_active": booleans(rng.random(count) < 0.95),
+            "created_at": stamps,
+            "updated_at": stamps,
+        },
+        {"agent_id", "team_id", "avg_handle_time_min", "resolution_rate", "csat_score"},
+        {"is_active"},
+    )
+    attrs = {"skill": skill, "resolution": resolution, "csat": csat}
+    dim = Dim("agents", frame, FileReport(), ids, np.ones(count, bool), ids - 1, ids - 1, attrs)
+    plan = Planner(rng, np.arange(count), dim.report)
+    _reject(dim, plan, "invalid_email", scaled(1, scale), "records/format/agent_email",
+            "agent_email", BAD_EMAILS)  # fmt: skip
+    _reject(dim, plan, "invalid_phone", scaled(1, scale), "records/format/agent_phone",
+            "agent_phone", BAD_PHONES)  # fmt: skip
+    nulls = plan.take("valid_nulls", scaled(2, scale))
+    _valid_nulls(frame, nulls, ("agent_email", "agent_phone", "team_id"), NULL_TOKENS)
+    as_float = plan.take("int_as_float", scaled(1, scale))
+    frame.put("avg_handle_time_min", as_float, [f"{handle[r]}.0" for r in as_float])
+    return _with_copies(rng, dim, plan, np.empty(0, np.int64), frame.take(np.empty(0, np.int64)))
+
+
+def _reject(
+    dim: Dim,
+    plan: Planner,
+    kind: str,
+    count: int,
+    rule: str,
+    column: str,
+    values: tuple[str | None, ...],
+) -> None:
+    rows = plan.take(kind, count, rule)
+    dim.frame.put(column, rows, cycle(values, len(rows)))
+    dim.loaded[rows] = False
+
+
+def _valid_nulls(
+    frame: Frame, rows: np.ndarray, columns: tuple[str, ...], tokens: tuple[str, ...]
+) -> None:
+    for offset, column in enumerate(columns):
+        chosen = rows[offset :: len(columns)]
+        frame.put(column, chosen, cycle(tokens, len(chosen)))
+
+
+def _short_phones(frame: Frame, column: str, rows: np.ndarray) -> None:
+    # A valid 10-digit form (leading 0 dropped), as spreadsheets and pandas write phone numbers.
+    current = frame.columns[column].take(pa.array(rows, type=pa.int64())).to_pylist()
+    frame.put(column, rows, [value[1:] for value in current])
+
+
+def _with_copies(
+    rng: np.random.Generator, dim: Dim, plan: Planner, sources: np.ndarray, copies: Frame
+) -> Dim:
+    """Interleave each copy somewhere after its original, so the original is the one kept."""
+    count = len(dim.ids)
+    keys = np.concatenate([np.arange(count) * 2, rng.integers(sources, count) * 2 + 1])
+    order = np.argsort(keys, kind="stable")
+    placed = np.empty(len(order), dtype=np.int64)
+    placed[order] = np.arange(len(order))
+    dim.frame = dim.frame.extend(copies).take(order)
+    dim.positions = placed[:count]
+    dim.stable = plan.remaining()
+    dim.report.rows = len(dim.frame)
+    return dim
+
+
+def master_dims(seed: int, scale: float) -> dict[str, Dim]:
+    builders = (_customers, _restaurants, _drivers, _agents)
+    return {
+        name: build(rng_for(seed, MASTER, index), scale)
+        for index, (name, build) in enumerate(zip(ENTITIES, builders, strict=True))
+    }
+
+
+# ---------------------------------------------------------------- daily batch
+
+
+def new_customers(seed: int, day: dt.date) -> Dim:
+    """Customers first delivered in batch `day`; all clean, independent of scale."""
+    ids = new_customer_ids(day)
+    rng = rng_for(seed, NEW_CUSTOMERS, day_number(day))
+    signup = np.full(len(ids), day_number(day) - 1)
+    return customer_rows(rng, ids, signup)
+
+
+@dataclass
+class Batch:
+    frames: dict[str, Frame]
+    reports: dict[str, FileReport]
+    changes: dict[str, dict[str, list[int]]]
+    newcomers: Dim
+
+
+def batch_day(seed: int, day: dt.date, master: dict[str, Dim]) -> Batch:
+    """The master with this day's drift applied and this day's new customers appended."""
+    rng = rng_for(seed, DRIFT, day_number(day))
+    stamp = timestamps(np.array([day_start_us(day) + 6 * 3600 * US_PER_SECOND]))[0].as_py()
+    frames = {name: Frame(dict(d.frame.columns), dict(d.frame.kinds)) for name, d in master.items()}
+    reports = {name: dim.report.copy() for name, dim in master.items()}
+    changes: dict[str, dict[str, list[int]]] = {}
+    drifts = {
+        "drivers": [("rating_avg", "rating", 0.05, 1.0, 5.0, 2),
+                    ("on_time_rate", "on_time", 0.01, 0.5, 1.0, 2),
+                    ("cancel_rate", "cancel", 0.005, 0.0, 0.15, 3)],
+        "restaurants": [("rating_avg", "rating", 0.03, 2.5, 5.0, 2)],
+        "agents": [("resolution_rate", "resolution", 0.01, 0.6, 1.0, 2),
+                   ("csat_score", "csat", 0.05, 3.0, 5.0, 2)],
+    }  # fmt: skip
+    for name, specs in drifts.items():
+        dim, frame = master[name], frames[name]
+        for column, attr, step, low, high, digits in specs:
+            rows = _some(rng, dim.stable, 0.1)
+            old = dim.attrs[attr][rows]
+            new = np.round(np.clip(old + rng.uniform(-step, step, len(rows)), low, high), digits)
+            moved = rows[new != old]
+            frame.put(column, dim.positions[moved], decimals(new[new != old], digits).to_pylist())
+            changes.setdefault(name, {})[column] = dim.ids[moved].tolist()
+    drivers = master["drivers"]
+    flipped = _some(rng, drivers.stable, 0.02)
+    frames["drivers"].put(
+        "is_active",
+        drivers.positions[flipped],
+        booleans(~drivers.attrs["active"][flipped]).to_pylist(),
+    )
+    changes["drivers"]["is_active"] = drivers.ids[flipped].tolist()
+    customers = master["customers"]
+    moved = _some(rng, customers.stable, 0.01)
+    domains = rng.integers(0, len(CUSTOMER_DOMAINS), len(moved))
+    emails = [
+        f"customer{cid}.{day:%Y%m%d}@{CUSTOMER_DOMAINS[d]}"
+        for cid, d in zip(customers.ids[moved].tolist(), domains.tolist(), strict=True)
+    ]
+    frames["customers"].put("email", customers.positions[moved], emails)
+    changes["customers"] = {"email": customers.ids[moved].tolist()}
+    for name, per_column in changes.items():
+        touched = sorted({i for ids in per_column.values() for i in ids})
+        per_column["updated_at"] = touched
+        dim = master[name]
+        rows = dim.positions[np.searchsorted(dim.ids, touched)]
+        frames[name].put("updated_at", rows, [stamp] * len(rows))
+        reports[name].note("drift", len(touched))
+    newcomers = new_customers(seed, day)
+    frames["customers"] = frames["customers"].extend(newcomers.frame)
+    reports["customers"].note("new_customers", len(newcomers.ids))
+    for name, frame in frames.items():
+        reports[name].rows = len(frame)
+    return Batch(frames, reports, {k: changes[k] for k in sorted(changes)}, newcomers)
+
+
+def _some(rng: np.random.Generator, rows: np.ndarray, share: float) -> np.ndarray:
+    count = min(len(rows), max(1, round(len(rows) * share)))
+    return np.sort(rng.choice(rows, count, replace=False))
+
+
+def pii_values(frames: list[dict[str, Frame]]) -> dict[str, dict[str, list[str]]]:
+    """Every well-formed clear-text contact value written anywhere (for leak scans)."""
+    result: dict[str, dict[str, list[str]]] = {}
+    for source, columns in PII_COLUMNS.items():
+        result[source] = {}
+        for column, pattern in columns.items():
+            values = pa.concat_arrays([f[source].columns[column] for f in frames])
+            valid = pc.filter(
+                values,
+                pc.fill_null(
+                    pc.match_substring_regex(values, pattern=PII_PATTERNS[pattern]), False
+                ),
+            )
+            result[source][column] = sorted(pc.unique(valid).to_pylist())
+    return result

@@ -1,0 +1,105 @@
+"""Orphans after the fact: which quarantined rows now resolve, and promotion of those that never do.
+
+A row quarantined at the orphan stage waits for its parent. When parents arrive, the partitions
+holding rows whose every foreign key now resolves are re-loaded through the normal path (the
+retry sensor asks for them; the load marks the rows resolved). Rows still unresolved after the
+retry window become true orphans: recorded once, with their first quarantine time and the
+foreign keys that never resolved, and never deleted from quarantine.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from fastfeast_dagster.settings import Contract, SourceSpec
+
+_OPEN_ORPHANS = (
+    "q.source_table = %(table)s AND q.rejection_stage = 'orphan'"
+    " AND q.superseded_at IS NULL AND q.resolved_at IS NULL"
+)
+
+
+def _raw_key(spec: SourceSpec, column: str, null_tokens: list[str]) -> sql.Composable:
+    """The raw text of a key as the parent's type; NULL for any null token."""
+    raw = sql.SQL("nullif(btrim(q.raw_data ->> {}), '')").format(sql.Literal(column))
+    tokens = sql.SQL(", ").join(sql.Literal(token) for token in null_tokens if token)
+    present = sql.SQL("CASE WHEN lower({raw}) IN ({tokens}) THEN NULL ELSE {raw} END").format(
+        raw=raw, tokens=tokens
+    )
+    if spec.columns[column].type == "int":
+        # The row passed typing before it became an orphan, so `370` or `370.0` casts cleanly.
+        return sql.SQL("({})::numeric::integer").format(present)
+    return present
+
+
+def resolvable_partitions(conn: psycopg.Connection, contract: Contract) -> dict[str, list[str]]:
+    """Per table, the partitions holding open orphans whose every foreign key now resolves."""
+    schema = contract.warehouse.schema_name
+    found: dict[str, list[str]] = {}
+    for spec in contract.sources.values():
+        if not spec.foreign_keys:
+            continue
+        conditions = [
+            sql.SQL(
+                "({key} IS NULL OR EXISTS (SELECT 1 FROM {parent} p WHERE p.{parent_key} = {key}))"
+            ).format(
+                key=_raw_key(spec, fk.column, contract.null_tokens),
+                parent=sql.Identifier(schema, contract.sources[fk.references].table),
+                parent_key=sql.Identifier(contract.sources[fk.references].primary_key),
+            )
+            for fk in spec.foreign_keys
+        ]
+        query = sql.SQL(
+            "SELECT DISTINCT q.partition_key FROM {quarantine} q WHERE {open} AND {resolved}"
+            " ORDER BY 1"
+        ).format(
+            quarantine=sql.Identifier(schema, "quarantine"),
+            open=sql.SQL(_OPEN_ORPHANS),
+            resolved=sql.SQL(" AND ").join(conditions),
+        )
+        partitions = [row[0] for row in conn.execute(query, {"table": spec.table})]
+        if partitions:
+            found[spec.table] = partitions
+    return found
+
+
+def promote_true_orphans(
+    conn: psycopg.Connection, contract: Contract, window_hours: float
+) -> tuple[int, int]:
+    """Record orphans older than the window as true orphans (once); returns (promoted, waiting)."""
+    schema = contract.warehouse.schema_name
+    quarantine = sql.Identifier(schema, "quarantine")
+    with conn.transaction():
+        promoted = conn.execute(
+            sql.SQL(
+                """
+                INSERT INTO {true_orphan} (quarantine_id, source_file, source_table,
+                    partition_key, unresolved_fk, raw_data, first_seen_at)
+                SELECT q.quarantine_id, q.source_file, q.source_table, q.partition_key,
+                    (SELECT string_agg(DISTINCT r ->> 'column', ',')
+                       FROM jsonb_array_elements(q.reasons) AS r
+                      WHERE r ->> 'stage' = 'orphan'),
+                    q.raw_data,
+                    -- A replayed partition keeps the row's first quarantine time.
+                    (SELECT min(first.quarantined_at) FROM {quarantine} first
+                      WHERE first.asset_key = q.asset_key AND first.source_path = q.source_path
+                        AND first.source_row IS NOT DISTINCT FROM q.source_row
+                        AND first.rejection_stage = 'orphan')
+                FROM {quarantine} q
+                WHERE q.rejection_stage = 'orphan' AND q.superseded_at IS NULL
+                  AND q.resolved_at IS NULL
+                  AND q.quarantined_at < now() - make_interval(secs => %(window)s)
+                ON CONFLICT (quarantine_id) DO NOTHING
+                """
+            ).format(true_orphan=sql.Identifier(schema, "true_orphan"), quarantine=quarantine),
+            {"window": window_hours * 3600},
+        ).rowcount
+        (waiting,) = conn.execute(
+            sql.SQL(
+                "SELECT count(*) FROM {quarantine} q WHERE q.rejection_stage = 'orphan'"
+                " AND q.superseded_at IS NULL AND q.resolved_at IS NULL AND NOT EXISTS"
+                " (SELECT 1 FROM {true_orphan} t WHERE t.quarantine_id = q.quarantine_id)"
+            ).format(quarantine=quarantine, true_orphan=sql.Identifier(schema, "true_orphan"))
+        ).fetchone() or (0,)
+    return promoted, int(waiting)
