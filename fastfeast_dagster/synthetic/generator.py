@@ -53,7 +53,7 @@ def generate(
     too (500 customers, 58 restaurants, 100 drivers, 30 agents at scale 1).
     """
     wanted = sorted({int(h) for h in hours})
-    if not wanted or wanted[0] < 0 or wanted[-1] > 23:
+    if wanted and (wanted[0] < 0 or wanted[-1] > 23):
         raise ValueError(f"hours must be within 0..23, got {list(hours)!r}")
     if scale < 0.1:
         raise ValueError(f"scale must be at least 0.1, got {scale}")

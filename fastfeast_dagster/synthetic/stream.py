@@ -187,6 +187,8 @@ class StreamState:
 
 
 def late_parent_hours(seed: int, day: dt.date, hours: list[int]) -> list[int]:
+    if not hours:
+        return []
     rng = rng_for(seed, LATE_PARENTS, day_number(day))
     return sorted(rng.choice(hours, LATE_PARENT_ORDERS_PER_DAY).tolist())
 
