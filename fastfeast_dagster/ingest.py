@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
-from fastfeast_dagster.sensors.folders import Cursor
+from fastfeast_dagster.sensors.folders import FOLDER_SENSOR_NAMES, Cursor
 
 # Evaluated in this order each round: a day's dimensions before its hours' facts, then the retry
 # of orphans whose parents those runs brought.
-SENSOR_ORDER = ("batch_files_sensor", "stream_files_sensor", "orphan_retry_sensor")
+SENSOR_ORDER = (FOLDER_SENSOR_NAMES["batch"], FOLDER_SENSOR_NAMES["stream"], "orphan_retry_sensor")
 
 
 @dataclass
@@ -56,12 +56,16 @@ def ingest(
         launched = 0
         pending = 0
         for sensor in sensors:
-            context = dg.build_sensor_context(
-                instance=instance, cursor=cursors[sensor.name], definitions=defs
-            )
-            tick = sensor.evaluate_tick(context)
+            with dg.build_sensor_context(
+                instance=instance,
+                cursor=cursors[sensor.name],
+                definitions=defs,
+                resources=defs.resources,
+            ) as context:
+                tick = sensor.evaluate_tick(context)
             cursors[sensor.name] = tick.cursor
-            pending += Cursor.loads(tick.cursor).pending
+            if sensor.name in FOLDER_SENSOR_NAMES.values():
+                pending += Cursor.loads(tick.cursor).pending
             for request in tick.run_requests or []:
                 if _already_ran(instance, sensor.name, request.run_key):
                     continue

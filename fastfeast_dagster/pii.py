@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from fastfeast_dagster.settings import Contract, state_root
+from fastfeast_dagster.warehouse.connection import uses_embedded_server
 
 KEY_FILE_NAME = "pii.key"
 _EGYPT_COUNTRY_CODE = "20"
@@ -30,7 +31,7 @@ def load_key(contract: Contract) -> bytes:
     from_env = os.environ.get(contract.pii.key_env)
     if from_env:
         return from_env.encode()
-    if os.environ.get("FASTFEAST_DATABASE_URL"):
+    if not uses_embedded_server(contract):
         # An external warehouse must not get tokens from a key that lives on one laptop.
         raise PiiKeyError(
             f"{contract.pii.key_env} is not set; it is required when FASTFEAST_DATABASE_URL is"

@@ -27,6 +27,8 @@ from fastfeast_dagster.sources.layout import (
     master_partition_key,
 )
 
+FOLDER_SENSOR_NAMES = {"batch": "batch_files_sensor", "stream": "stream_files_sensor"}
+
 
 @dataclass(frozen=True)
 class FoundFile:
@@ -160,7 +162,7 @@ def build_folder_sensor(
     folder = contract.paths.batch if kind == "batch" else contract.paths.stream
 
     @dg.sensor(
-        name=f"{kind}_files_sensor",
+        name=FOLDER_SENSOR_NAMES[kind],
         description=(
             f"Watches {folder}/ (and master/ for the cold start) for settled new or changed files "
             f"and requests one run per {'day' if kind == 'batch' else 'hour'} partition for the "

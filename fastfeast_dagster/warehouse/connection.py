@@ -49,6 +49,14 @@ def resolve_database_urls(contract: Contract) -> DatabaseUrls:
     )
 
 
+def uses_embedded_server(contract: Contract) -> bool:
+    """Whether the warehouse is this project's embedded server (directly or via an exported URL)."""
+    warehouse = os.environ.get(WAREHOUSE_URL_ENV)
+    if not warehouse:
+        return True
+    return f"host={EmbeddedPostgres(state_root(contract)).pgdata}" in warehouse
+
+
 def with_driver(url: str, driver: str | None) -> str:
     """The same URL with an explicit SQLAlchemy driver (or none, for libpq/psycopg 3)."""
     if not _SCHEME.match(url):
