@@ -174,7 +174,9 @@ def _ingest(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     with dg.DagsterInstance.get() as instance:
-        summary = ingest(defs, instance, max_wait_seconds=args.wait, on_run=progress)
+        summary = ingest(
+            defs, instance, max_wait_seconds=args.wait, on_run=progress, log_level="WARNING"
+        )
     elapsed = time.monotonic() - started
     if not summary.runs:
         print(f"nothing new to ingest ({elapsed:.1f} s)")

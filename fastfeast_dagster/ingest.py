@@ -47,6 +47,7 @@ def ingest(
     *,
     max_wait_seconds: float = 120.0,
     on_run: Callable[[RunOutcome], None] | None = None,
+    log_level: str = "DEBUG",
 ) -> IngestSummary:
     summary = IngestSummary()
     sensors = [defs.resolve_sensor_def(name) for name in _present(defs)]
@@ -69,7 +70,7 @@ def ingest(
             for request in tick.run_requests or []:
                 if _already_ran(instance, sensor.name, request.run_key):
                     continue
-                outcome = _execute(defs, instance, sensor.name, request)
+                outcome = _execute(defs, instance, sensor.name, request, log_level)
                 summary.runs.append(outcome)
                 launched += 1
                 if on_run is not None:
@@ -95,7 +96,11 @@ def _already_ran(instance: dg.DagsterInstance, sensor: str, run_key: str | None)
 
 
 def _execute(
-    defs: dg.Definitions, instance: dg.DagsterInstance, sensor: str, request: dg.RunRequest
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    sensor: str,
+    request: dg.RunRequest,
+    log_level: str,
 ) -> RunOutcome:
     selection = list(request.asset_selection or [])
     job = defs.resolve_implicit_job_def_def_for_assets(selection)
@@ -106,6 +111,8 @@ def _execute(
     if request.run_key:
         tags[RUN_KEY_TAG] = request.run_key
     result = job.execute_in_process(
+        # The console only; the run's full event log is stored on the instance either way.
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         instance=instance,
         partition_key=request.partition_key,
         asset_selection=selection,

@@ -15,6 +15,7 @@ Either all of it commits or none of it does.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 from dataclasses import dataclass, field
@@ -514,7 +515,7 @@ def _write_file_log(
                 outcome.file.name,
                 outcome.file.md5,
                 outcome.file.size,
-                pd.Timestamp(outcome.file.mtime_ns, unit="ns", tz="UTC").to_pydatetime(),
+                dt.datetime.fromtimestamp(outcome.file.mtime_ns / 1e9, tz=dt.UTC),
                 outcome.folder_kind,
                 spec.table,
                 counts.status,

@@ -1,0 +1,257 @@
+"""A generated day (master, batch, 24 hours) through the sensors and ingest, checked."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from fastfeast_dagster.ingest import IngestSummary, ingest
+from fastfeast_dagster.settings import Contract, load_contract
+from fastfeast_dagster.synthetic import Manifest, generate
+from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database
+from fastfeast_dagster.warehouse.orphans import promote_true_orphans
+
+DAY = dt.date(2026, 3, 2)
+FACTS = ["fact_order", "fact_ticket", "fact_ticket_event"]
+
+
+@dataclass
+class Day:
+    url: str
+    root: Path
+    manifest: Manifest
+    instance: dg.DagsterInstance
+    summaries: list[IngestSummary]
+
+    def materialize(self, tables: list[str], partition_key: str) -> None:
+        from fastfeast_dagster.definitions import defs
+
+        keys = [dg.AssetKey(table) for table in tables]
+        job = defs.resolve_implicit_job_def_def_for_assets(keys)
+        assert job is not None
+        result = job.execute_in_process(
+            instance=self.instance, partition_key=partition_key, asset_selection=keys
+        )
+        assert result.success
+
+
+@pytest.fixture(scope="module")
+def day(pg_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day]:
+    """The day's files delivered through the sensors, the late hour after all the others."""
+    from fastfeast_dagster.definitions import defs
+
+    root = tmp_path_factory.mktemp("data")
+    create_database(pg_server.url("postgres"), "facts_e2e")
+    url = pg_server.url("facts_e2e")
+    manifest = generate(root, DAY)
+    late_folder = root / Path(manifest.late_files[0]).parent
+    held_back = root.parent / "held_back"
+    shutil.move(late_folder, held_back)
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        patch.setenv("FASTFEAST_DATA_DIR", str(root))
+        patch.setenv("FASTFEAST_DATABASE_URL", url)
+        patch.setenv("FASTFEAST_PII_KEY", "e2e-key")
+        first = ingest(defs, instance, log_level="WARNING")
+        shutil.move(held_back, late_folder)
+        second = ingest(defs, instance, log_level="WARNING")
+        yield Day(url, root, manifest, instance, [first, second])
+
+
+def _query(url: str, query: str, *params: object) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, params or None).fetchall()  # type: ignore[arg-type]
+
+
+def test_the_sensors_ran_every_partition_once_and_the_late_hour_last(day: Day) -> None:
+    first, second = day.summaries
+    assert not first.failed and not second.failed
+    first_keys = [run.partition_key for run in first.runs]
+    assert len(first_keys) == len(set(first_keys)) == 2 + 23  # master, the day, 23 hours
+    late_hour = Path(day.manifest.late_files[0]).parent.name
+    assert [run.partition_key for run in second.runs] == [f"{DAY}-{late_hour}:00"]
+
+
+def test_fact_tables_hold_exactly_the_expected_rows(day: Day) -> None:
+    for table in FACTS:
+        (count,) = _query(day.url, f"SELECT count(*) FROM {table}")[0]
+        assert count == day.manifest.tables[table]["expected_rows"], table
+
+
+def test_every_stream_file_reconciles_with_its_rejects(day: Day) -> None:
+    log = _query(
+        day.url,
+        "SELECT file_path, total_records, valid_records, quarantined, orphan_count, status"
+        " FROM pipeline_file_log WHERE superseded_at IS NULL AND file_type = 'stream'",
+    )
+    assert len(log) == 24 * 3
+    rejects: dict[str, Counter[str]] = {}
+    for path, stage, rule, column in _query(
+        day.url,
+        "SELECT source_path, rejection_stage, rejection_rule, rejection_column FROM quarantine"
+        " WHERE superseded_at IS NULL AND resolved_at IS NULL"
+        " AND source_path LIKE 'input/stream/%'",
+    ):
+        rejects.setdefault(path, Counter())[f"{stage}/{rule}/{column}"] += 1
+    for path, total, valid, quarantined, orphans, status in log:
+        relative = str(Path(path).relative_to(day.root))
+        expected = day.manifest.files[relative]
+        assert status == "success"
+        assert total == valid + quarantined == expected["rows"], relative
+        assert (valid, quarantined) == (
+            expected["expected_loaded"],
+            expected["expected_quarantined"],
+        )
+        assert dict(rejects.get(relative, Counter())) == expected["expected_rejects"], relative
+        expected_orphans = sum(
+            n for key, n in expected["expected_rejects"].items() if "orphan/" in key
+        )
+        assert orphans == expected_orphans
+
+
+def test_cancelled_orders_and_open_tickets_load(day: Day) -> None:
+    (cancelled,) = _query(
+        day.url,
+        "SELECT count(*) FROM fact_order WHERE order_status IN ('Cancelled', 'Refunded')"
+        " AND delivered_at IS NULL",
+    )[0]
+    (still_open,) = _query(
+        day.url,
+        "SELECT count(*) FROM fact_ticket WHERE status IN ('Open', 'InProgress')"
+        " AND resolved_at IS NULL",
+    )[0]
+    assert cancelled > 0
+    assert still_open > 0
+
+
+def test_no_null_token_is_stored_as_text(day: Day, contract: Contract) -> None:
+    tokens = {token.lower() for token in contract.null_tokens} | {"nan", "none"}
+    for spec in contract.sources.values():
+        for name, column in spec.columns.items():
+            if column.type != "text":
+                continue
+            rows = _query(
+                day.url,
+                f"SELECT count(*) FROM {spec.table} WHERE lower(btrim({name})) = ANY(%s)",
+                list(tokens),
+            )
+            assert rows == [(0,)], f"{spec.table}.{name}"
+
+
+def test_updates_win_and_replaying_an_earlier_hour_does_not_undo_them(day: Day) -> None:
+    updates = day.manifest.order_updates
+    assert updates
+    statuses = dict(
+        _query(
+            day.url,
+            "SELECT order_id, order_status FROM fact_order WHERE order_id = ANY(%s)",
+            [update["order_id"] for update in updates],
+        )
+    )
+    assert statuses == {update["order_id"]: update["final_status"] for update in updates}
+    tickets = {
+        update["ticket_id"]: update["final_status"] for update in day.manifest.ticket_updates
+    }
+    assert (
+        dict(
+            _query(
+                day.url,
+                "SELECT ticket_id, status FROM fact_ticket WHERE ticket_id = ANY(%s)",
+                list(tickets),
+            )
+        )
+        == tickets
+    )
+
+    dumps = {
+        "fact_order": "order_id",
+        "fact_ticket": "ticket_id",
+        "fact_ticket_event": "event_id",
+        "quarantine": "quarantine_id",
+        "pipeline_file_log": "log_id",
+    }
+    before = {t: _query(day.url, f"SELECT * FROM {t} ORDER BY {k}") for t, k in dumps.items()}
+    earlier = f"{DAY}-{updates[0]['first_hour']:02d}:00"
+    day.materialize(FACTS, earlier)
+    day.materialize(FACTS, earlier)
+    after = {t: _query(day.url, f"SELECT * FROM {t} ORDER BY {k}") for t, k in dumps.items()}
+    for table in dumps:
+        assert after[table] == before[table], table
+
+
+def test_derived_keys_point_into_the_calendar(day: Day) -> None:
+    rows = _query(
+        day.url,
+        "SELECT count(*) FILTER (WHERE date_key = to_char(order_created_at, 'YYYYMMDD')::int"
+        " AND time_key = to_char(order_created_at, 'HH24MI')::int), count(*) FROM fact_order",
+    )
+    matching, total = rows[0]
+    assert matching == total > 0
+
+
+def test_orphans_resolve_when_their_parents_arrive_and_the_rest_become_true_orphans(
+    pg_server: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastfeast_dagster.definitions import defs
+
+    contract = load_contract()
+    create_database(pg_server.url("postgres"), "orphans_e2e")
+    url = pg_server.url("orphans_e2e")
+    monkeypatch.setenv("FASTFEAST_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FASTFEAST_DATABASE_URL", url)
+    monkeypatch.setenv("FASTFEAST_PII_KEY", "e2e-key")
+    manifest = generate(tmp_path, DAY, hours=[10, 11])
+    late = manifest.late_parent_orders
+    assert late
+    with dg.instance_for_test() as instance:
+        ingest(defs, instance, log_level="WARNING")
+        waiting = _query(
+            url,
+            "SELECT raw_data ->> 'order_id', rejection_column FROM quarantine"
+            " WHERE rejection_stage = 'orphan' AND resolved_at IS NULL AND superseded_at IS NULL"
+            " AND raw_data ->> 'order_id' = ANY(%s)",
+            late,
+        )
+        assert sorted(waiting) == sorted((order, "customer_id") for order in late)
+
+        # The next day's batch brings the customers; the retry sensor re-runs the hours.
+        generate(tmp_path, DAY + dt.timedelta(days=1), hours=[])
+        summary = ingest(defs, instance, log_level="WARNING")
+        retried = [run for run in summary.runs if run.sensor == "orphan_retry_sensor"]
+        assert retried and all(run.success for run in retried)
+
+    loaded = _query(url, "SELECT order_id FROM fact_order WHERE order_id = ANY(%s)", late)
+    assert sorted(row[0] for row in loaded) == sorted(late)
+    resolved = _query(
+        url,
+        "SELECT count(*) FROM quarantine WHERE resolved_at IS NOT NULL"
+        " AND raw_data ->> 'order_id' = ANY(%s)",
+        late,
+    )
+    assert resolved == [(len(late),)]
+
+    time.sleep(1.1)
+    with psycopg.connect(url) as conn:
+        promoted, waiting_after = promote_true_orphans(conn, contract, window_hours=1 / 3600)
+        again, _ = promote_true_orphans(conn, contract, window_hours=1 / 3600)
+    open_orphans = _query(
+        url,
+        "SELECT count(*) FROM quarantine WHERE rejection_stage = 'orphan'"
+        " AND resolved_at IS NULL AND superseded_at IS NULL",
+    )[0][0]
+    assert promoted == open_orphans > 0
+    assert (again, waiting_after) == (0, 0)
+    mismatched = _query(
+        url,
+        "SELECT count(*) FROM true_orphan t JOIN quarantine q USING (quarantine_id)"
+        " WHERE t.first_seen_at <> q.quarantined_at OR t.unresolved_fk <> q.rejection_column",
+    )
+    assert mismatched == [(0,)]
