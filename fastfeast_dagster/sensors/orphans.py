@@ -9,7 +9,7 @@ import dagster as dg
 
 from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.settings import Contract
-from fastfeast_dagster.warehouse.orphans import resolvable_partitions
+from fastfeast_dagster.warehouse.orphans import open_orphan_partitions, resolvable_partitions
 
 
 def build_orphan_retry_sensor(contract: Contract) -> dg.SensorDefinition:
@@ -21,6 +21,7 @@ def build_orphan_retry_sensor(contract: Contract) -> dg.SensorDefinition:
         }
     )
     children = [spec.table for spec in contract.sources.values() if spec.foreign_keys]
+    load_order = [contract.sources[name].table for name in contract.load_order()]
 
     @dg.sensor(
         name="orphan_retry_sensor",
@@ -42,17 +43,23 @@ def build_orphan_retry_sensor(contract: Contract) -> dg.SensorDefinition:
         if newest <= seen:
             return dg.SensorResult(skip_reason="no parent materialized since the last check")
         with warehouse.connect() as conn:
-            partitions = resolvable_partitions(conn, warehouse.contract)
-        requests = [
-            dg.RunRequest(
-                run_key=f"orphan-retry:{table}:{partition}:{newest}",
-                partition_key=partition,
-                asset_selection=[dg.AssetKey(table)],
-                tags={"fastfeast/reason": "orphan-retry"},
+            resolvable = resolvable_partitions(conn, warehouse.contract)
+            waiting = open_orphan_partitions(conn, warehouse.contract)
+        # One run per partition, with every table of it that waits for parents: a run loads
+        # parents first, so orders resolving in it let their tickets and events resolve too.
+        requests = []
+        for partition in sorted({key for keys in resolvable.values() for key in keys}):
+            tables = {table for table, keys in resolvable.items() if partition in keys}
+            tables |= {table for table, key in waiting if key == partition}
+            ordered = [table for table in load_order if table in tables]
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"orphan-retry:{partition}:{','.join(ordered)}:{newest}",
+                    partition_key=partition,
+                    asset_selection=[dg.AssetKey(table) for table in ordered],
+                    tags={"fastfeast/reason": "orphan-retry"},
+                )
             )
-            for table, keys in partitions.items()
-            for partition in keys
-        ]
         return dg.SensorResult(run_requests=requests, cursor=str(newest))
 
     return orphan_retry_sensor

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from fastfeast_dagster.settings import Contract, SourceSpec
-from fastfeast_dagster.warehouse.sla import sla_view_statement
+from fastfeast_dagster.warehouse.sla import SLA_VIEW, sla_view_statement
 
 # Held while the schema is applied, so concurrent run workers do not race each other's DDL.
 _SCHEMA_LOCK_ID = 0x0FA57FEA57
@@ -107,40 +107,54 @@ def foreign_keys(contract: Contract) -> list[ForeignKeyConstraint]:
     return constraints
 
 
-def _create_source_table(schema: str, spec: SourceSpec) -> list[sql.Composable]:
-    table = sql.Identifier(schema, spec.table)
-    columns = source_columns(spec)
-    definitions = [column.definition() for column in [*columns, *LINEAGE_COLUMNS]]
-    definitions.append(sql.SQL("PRIMARY KEY ({})").format(sql.Identifier(spec.primary_key)))
-    statements: list[sql.Composable] = [
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table, sql.SQL(", ").join(definitions))
-    ]
-    # Columns added to the contract after the table exists. NOT NULL cannot be added to a table
-    # that already has rows without a default, so evolved columns start nullable.
-    statements += [
-        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-            table, sql.Identifier(column.name), sql.SQL(column.sql_type)
-        )
-        for column in columns
-    ]
-    index_columns = [fk.column for fk in spec.foreign_keys]
-    index_columns += [
-        name for name, derived in spec.derived.items() if derived.kind in CALENDAR_TABLES
-    ]
+def _index_columns(spec: SourceSpec) -> list[str]:
+    columns = [fk.column for fk in spec.foreign_keys]
+    columns += [name for name, derived in spec.derived.items() if derived.kind in CALENDAR_TABLES]
     if spec.kind == "fact":
         # Facts replace whole partitions; dimensions are only ever upserted by key.
-        index_columns.append("_partition_key")
-    statements += [
-        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-            sql.Identifier(f"idx_{spec.table}_{column.lstrip('_')}"), table, sql.Identifier(column)
+        columns.append("_partition_key")
+    return columns
+
+
+def _index_name(spec: SourceSpec, column: str) -> str:
+    return f"idx_{spec.table}_{column.lstrip('_')}"
+
+
+def _source_table_statements(
+    schema: str, spec: SourceSpec, catalog: _Catalog
+) -> list[sql.Composable]:
+    """What this table lacks: the whole table, or the columns and indexes added since."""
+    table = sql.Identifier(schema, spec.table)
+    columns = source_columns(spec)
+    statements: list[sql.Composable] = []
+    if spec.table not in catalog.relations:
+        definitions = [column.definition() for column in [*columns, *LINEAGE_COLUMNS]]
+        definitions.append(sql.SQL("PRIMARY KEY ({})").format(sql.Identifier(spec.primary_key)))
+        statements.append(
+            sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(definitions))
         )
-        for column in index_columns
+    else:
+        # Columns added to the contract after the table exists. NOT NULL cannot be added to a
+        # table that already has rows without a default, so evolved columns start nullable.
+        statements += [
+            sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                table, sql.Identifier(column.name), sql.SQL(column.sql_type)
+            )
+            for column in columns
+            if (spec.table, column.name) not in catalog.columns
+        ]
+    statements += [
+        sql.SQL("CREATE INDEX {} ON {} ({})").format(
+            sql.Identifier(_index_name(spec, column)), table, sql.Identifier(column)
+        )
+        for column in _index_columns(spec)
+        if _index_name(spec, column) not in catalog.relations
     ]
     return statements
 
 
 _CALENDAR_DDL = """
-CREATE TABLE IF NOT EXISTS {schema}.dim_date (
+CREATE TABLE {schema}.dim_date (
     date_key integer PRIMARY KEY,
     full_date date NOT NULL UNIQUE,
     year smallint NOT NULL,
@@ -155,7 +169,7 @@ CREATE TABLE IF NOT EXISTS {schema}.dim_date (
     is_weekend boolean NOT NULL
 );
 COMMENT ON COLUMN {schema}.dim_date.day_of_week IS 'ISO day of week: Monday = 1 … Sunday = 7';
-CREATE TABLE IF NOT EXISTS {schema}.dim_time (
+CREATE TABLE {schema}.dim_time (
     time_key integer PRIMARY KEY,
     full_time time NOT NULL UNIQUE,
     hour smallint NOT NULL,
@@ -166,7 +180,7 @@ CREATE TABLE IF NOT EXISTS {schema}.dim_time (
 """
 
 _OPERATIONAL_DDL = """
-CREATE TABLE IF NOT EXISTS {schema}.quarantine (
+CREATE TABLE {schema}.quarantine (
     quarantine_id bigserial PRIMARY KEY,
     source_file text NOT NULL,
     source_path text NOT NULL,
@@ -205,7 +219,7 @@ CREATE INDEX IF NOT EXISTS idx_quarantine_stage ON {schema}.quarantine (rejectio
 CREATE INDEX IF NOT EXISTS idx_quarantine_source_table ON {schema}.quarantine (source_table);
 CREATE INDEX IF NOT EXISTS idx_quarantine_quarantined_at ON {schema}.quarantine (quarantined_at);
 
-CREATE TABLE IF NOT EXISTS {schema}.true_orphan (
+CREATE TABLE {schema}.true_orphan (
     orphan_id bigserial PRIMARY KEY,
     quarantine_id bigint NOT NULL UNIQUE REFERENCES {schema}.quarantine (quarantine_id),
     source_file text NOT NULL,
@@ -221,7 +235,7 @@ CREATE TABLE IF NOT EXISTS {schema}.true_orphan (
 CREATE INDEX IF NOT EXISTS idx_true_orphan_unresolved_fk ON {schema}.true_orphan (unresolved_fk);
 CREATE INDEX IF NOT EXISTS idx_true_orphan_first_seen_at ON {schema}.true_orphan (first_seen_at);
 
-CREATE TABLE IF NOT EXISTS {schema}.pipeline_file_log (
+CREATE TABLE {schema}.pipeline_file_log (
     log_id bigserial PRIMARY KEY,
     file_path text NOT NULL,
     file_name text NOT NULL,
@@ -264,7 +278,7 @@ SELECT to_char(d, 'YYYYMMDD')::integer, d::date,
        trim(to_char(d, 'Month')), extract(week FROM d), extract(isodow FROM d),
        extract(day FROM d), extract(doy FROM d), trim(to_char(d, 'Day')),
        extract(isodow FROM d) IN (6, 7)
-FROM generate_series(%(first)s::date, %(last)s::date, interval '1 day') AS d
+FROM generate_series({{first}}::date, {{last}}::date, interval '1 day') AS d
 ON CONFLICT (date_key) DO NOTHING
 """
 _FILL_DIM_TIME = """
@@ -278,57 +292,120 @@ ON CONFLICT (time_key) DO NOTHING
 """
 
 
-def schema_statements(contract: Contract) -> list[sql.Composable]:
-    """Every statement of the schema, parents before children; safe to run again."""
+@dataclass(frozen=True)
+class _Catalog:
+    """What the warehouse schema already holds (names of relations, columns, constraints)."""
+
+    schema_exists: bool
+    relations: frozenset[str]
+    columns: frozenset[tuple[str, str]]
+    foreign_keys: frozenset[str]
+    calendar_rows: tuple[int, int]
+
+
+def _read_catalog(cur: psycopg.Cursor, schema: str) -> _Catalog:
+    cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+    if cur.fetchone() is None:
+        return _Catalog(False, frozenset(), frozenset(), frozenset(), (0, 0))
+    cur.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s",
+        (schema,),
+    )
+    relations = frozenset(row[0] for row in cur.fetchall())
+    cur.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
+        (schema,),
+    )
+    columns = frozenset((row[0], row[1]) for row in cur.fetchall())
+    cur.execute(
+        "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
+        " WHERE n.nspname = %s AND c.contype = 'f'",
+        (schema,),
+    )
+    keys = frozenset(row[0] for row in cur.fetchall())
+    calendar = (0, 0)
+    if {"dim_date", "dim_time"} <= relations:
+        cur.execute(
+            sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
+                sql.Identifier(schema, "dim_date"), sql.Identifier(schema, "dim_time")
+            )
+        )
+        row = cur.fetchone()
+        calendar = (int(row[0]), int(row[1])) if row else (0, 0)
+    return _Catalog(True, relations, columns, keys, calendar)
+
+
+def _scripts_by_table(script: str) -> dict[str, str]:
+    """Split a script of `CREATE TABLE {schema}.name (...)` blocks into one script per table."""
+    parts = script.split("CREATE TABLE {schema}.")[1:]
+    return {part.split(" ", 1)[0]: "CREATE TABLE {schema}." + part for part in parts}
+
+
+_FIXED_TABLES = _scripts_by_table(_CALENDAR_DDL) | _scripts_by_table(_OPERATIONAL_DDL)
+
+
+def pending_statements(
+    contract: Contract, catalog: _Catalog, connection: psycopg.Connection
+) -> list[sql.Composable]:
+    """The statements that bring the warehouse from `catalog` to the contract, in order."""
     schema = contract.warehouse.schema_name
-    ident = sql.Identifier(schema).as_string()
-    statements: list[sql.Composable] = [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+    ident = sql.Identifier(schema).as_string(connection)
+    statements: list[sql.Composable] = []
+    if not catalog.schema_exists:
+        statements.append(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    # Each fixed script runs as one multi-statement execute (no parameters, so psycopg allows it).
+    statements += [
+        sql.SQL(script.format(schema=ident))  # type: ignore[arg-type]
+        for table, script in _FIXED_TABLES.items()
+        if table not in catalog.relations
     ]
-    # Each script runs as one multi-statement execute (no parameters, so psycopg allows it).
-    statements.append(sql.SQL(_CALENDAR_DDL.format(schema=ident)))  # type: ignore[arg-type]
-    statements.append(sql.SQL(_OPERATIONAL_DDL.format(schema=ident)))  # type: ignore[arg-type]
     for name in contract.load_order():
-        statements += _create_source_table(schema, contract.sources[name])
+        statements += _source_table_statements(schema, contract.sources[name], catalog)
+    statements += [
+        _foreign_key_statement(schema, constraint)
+        for constraint in foreign_keys(contract)
+        if constraint.name not in catalog.foreign_keys
+    ]
+    days = (contract.calendar.last_date - contract.calendar.first_date).days + 1
+    if catalog.calendar_rows != (days, 24 * 60):
+        calendar = {"first": contract.calendar.first_date, "last": contract.calendar.last_date}
+        statements.append(
+            sql.SQL(_FILL_DIM_DATE.format(schema=ident)).format(  # type: ignore[arg-type]
+                **{name: sql.Literal(value) for name, value in calendar.items()}
+            )
+        )
+        statements.append(sql.SQL(_FILL_DIM_TIME.format(schema=ident)))  # type: ignore[arg-type]
+    view = sla_view_statement(contract)
+    if view is not None and SLA_VIEW not in catalog.relations:
+        statements.append(view)
     return statements
 
 
-def apply_schema(conn: psycopg.Connection, contract: Contract) -> None:
-    """Create or evolve the whole warehouse in one transaction; raises on any failed statement."""
+def apply_schema(conn: psycopg.Connection, contract: Contract) -> int:
+    """Create or evolve the warehouse in one transaction; returns the statements executed.
+
+    An up-to-date warehouse costs a catalog read and takes no lock: every run worker calls this,
+    and an `ALTER TABLE` (even a no-op one) would queue behind running loads and deadlock them.
+    Any failed statement fails the whole apply, loudly.
+    """
     schema = contract.warehouse.schema_name
     with conn.transaction(), conn.cursor() as cur:
+        if not pending_statements(contract, _read_catalog(cur, schema), conn):
+            return 0
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_ID,))
-        for statement in schema_statements(contract):
+        # Another process may have applied it while we waited for the lock.
+        statements = pending_statements(contract, _read_catalog(cur, schema), conn)
+        for statement in statements:
             cur.execute(statement)
-        _add_missing_foreign_keys(cur, schema, foreign_keys(contract))
-        ident = sql.Identifier(schema).as_string(conn)
-        calendar = {"first": contract.calendar.first_date, "last": contract.calendar.last_date}
-        cur.execute(_FILL_DIM_DATE.format(schema=ident), calendar)  # type: ignore[arg-type]
-        cur.execute(_FILL_DIM_TIME.format(schema=ident))  # type: ignore[arg-type]
-        view = sla_view_statement(contract)
-        if view is not None:
-            cur.execute(view)
+    return len(statements)
 
 
-def _add_missing_foreign_keys(
-    cur: psycopg.Cursor, schema: str, constraints: list[ForeignKeyConstraint]
-) -> None:
-    # Postgres has no ADD CONSTRAINT IF NOT EXISTS; look the names up instead.
-    cur.execute(
-        "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
-        "WHERE n.nspname = %s AND c.contype = 'f'",
-        (schema,),
+def _foreign_key_statement(schema: str, constraint: ForeignKeyConstraint) -> sql.Composable:
+    return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})").format(
+        sql.Identifier(schema, constraint.table),
+        sql.Identifier(constraint.name),
+        sql.Identifier(constraint.column),
+        sql.Identifier(schema, constraint.parent_table),
+        sql.Identifier(constraint.parent_column),
     )
-    existing = {row[0] for row in cur.fetchall()}
-    for constraint in constraints:
-        if constraint.name in existing:
-            continue
-        cur.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})").format(
-                sql.Identifier(schema, constraint.table),
-                sql.Identifier(constraint.name),
-                sql.Identifier(constraint.column),
-                sql.Identifier(schema, constraint.parent_table),
-                sql.Identifier(constraint.parent_column),
-            )
-        )

@@ -83,6 +83,13 @@ def load_batch(
     schema = contract.warehouse.schema_name
     columns = [column.name for column in source_columns(spec)]
     with conn.transaction(), conn.cursor() as cur:
+        # Two runs of the same partition (a sensor run and an orphan retry, say) take turns, so
+        # neither sees the other's half-written quarantine and both stay idempotent.
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s || '|' || key, 0))"
+            " FROM unnest(%s::text[]) AS key ORDER BY key",
+            (asset_key, sorted(batch.partition_keys)),
+        )
         stage = _create_staging(cur, schema, spec)
         _copy_clean_rows(cur, stage, batch.clean, columns, run_id)
         orphan_rejects = _orphan_stage(cur, schema, stage, _key_checks(contract, spec))

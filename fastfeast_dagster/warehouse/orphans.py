@@ -64,6 +64,15 @@ def resolvable_partitions(conn: psycopg.Connection, contract: Contract) -> dict[
     return found
 
 
+def open_orphan_partitions(conn: psycopg.Connection, contract: Contract) -> set[tuple[str, str]]:
+    """(table, partition) pairs that hold open orphans, resolvable or not."""
+    query = sql.SQL(
+        "SELECT DISTINCT source_table, partition_key FROM {} WHERE rejection_stage = 'orphan'"
+        " AND superseded_at IS NULL AND resolved_at IS NULL"
+    ).format(sql.Identifier(contract.warehouse.schema_name, "quarantine"))
+    return {(table, partition) for table, partition in conn.execute(query)}
+
+
 def promote_true_orphans(
     conn: psycopg.Connection, contract: Contract, window_hours: float
 ) -> tuple[int, int]:

@@ -1,0 +1,113 @@
+"""The real daemon: files copied into the folders fill the warehouse with no manual launch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from fastfeast_dagster.settings import PROJECT_ROOT
+from fastfeast_dagster.synthetic import generate
+
+BIN = Path(sys.executable).parent
+DAY = dt.date(2026, 3, 2)
+HOURS = [10, 11]
+
+
+@pytest.fixture
+def daemon_env() -> Iterator[dict[str, str]]:
+    state = Path(tempfile.mkdtemp(prefix="ffdmn", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTFEAST_", "DAGSTER_"))}
+    env |= {"FASTFEAST_STATE_DIR": str(state), "FASTFEAST_DATA_DIR": str(state / "data")}
+    started = subprocess.run(
+        [BIN / "fastfeast", "db", "start"], env=env, capture_output=True, text=True, check=False
+    )
+    assert started.returncode == 0, started.stderr
+    exports = subprocess.run(
+        [BIN / "fastfeast", "db", "env"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    for line in exports.splitlines():
+        name, value = line.removeprefix("export ").split("=", 1)
+        env[name] = value.strip("'")
+    yield env
+    subprocess.run([BIN / "fastfeast", "db", "stop"], env=env, check=False, capture_output=True)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def _count(url: str, table: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def _diagnosis(url: str, log_path: str) -> str:
+    """What the runs and the quarantine looked like, for a failure message."""
+    with psycopg.connect(url) as conn:
+        files = conn.execute(
+            "SELECT file_name, partition_key, valid_records, quarantined, run_id, processed_at"
+            " FROM pipeline_file_log ORDER BY processed_at"
+        ).fetchall()
+    log = Path(log_path).read_text()
+    return "\n".join([*map(str, files), log[-4000:]])
+
+
+def test_the_daemon_fills_the_warehouse_from_the_folders(daemon_env: dict[str, str]) -> None:
+    staging = Path(daemon_env["FASTFEAST_STATE_DIR"]) / "incoming"
+    manifest = generate(staging, DAY, hours=HOURS)
+    log = (Path(daemon_env["FASTFEAST_STATE_DIR"]) / "daemon.log").open("w")
+    daemon = subprocess.Popen(
+        [BIN / "dagster-daemon", "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        env=daemon_env,
+        cwd=PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        # Deliver the files while the daemon runs, as a producer would.
+        shutil.copytree(staging, daemon_env["FASTFEAST_DATA_DIR"])
+        url = daemon_env["FASTFEAST_DATABASE_URL"]
+        tables = ("dim_driver", "fact_order", "fact_ticket", "fact_ticket_event")
+        expected = {table: manifest.tables[table]["expected_rows"] for table in tables}
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            counts = {table: _count(url, table) for table in expected}
+            if counts == expected:
+                break
+            assert daemon.poll() is None, Path(log.name).read_text()[-3000:]
+            time.sleep(3)
+        assert counts == expected, _diagnosis(url, log.name)
+    finally:
+        log.close()
+        os.killpg(daemon.pid, signal.SIGINT)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            raise
+    assert daemon.returncode is not None
+
+    # A fact partition from the CLI, as an operator re-runs one: it succeeds and changes nothing.
+    before = _count(url, "fact_order")
+    command = ["dagster", "asset", "materialize", "-m", "fastfeast_dagster.definitions"]
+    selection = ["--select", "fact_order,fact_ticket,fact_ticket_event"]
+    rerun = subprocess.run(
+        [BIN / command[0], *command[1:], *selection, "--partition", f"{DAY}-10:00"],
+        env=daemon_env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert _count(url, "fact_order") == before
