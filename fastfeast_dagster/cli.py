@@ -63,6 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(handler=_ingest)
 
+    expectations = commands.add_parser(
+        "expectations", help="Great Expectations suites generated from the contract"
+    )
+    expectations.add_argument(
+        "action",
+        choices=["build", "check"],
+        help="build: regenerate (keeping hand-written expectations); check: report drift",
+    )
+    expectations.set_defaults(handler=_expectations)
+
     dev = commands.add_parser("dev", help="run the Dagster UI and daemon on the embedded default")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(handler=_dev)
@@ -183,6 +193,13 @@ def _ingest(args: argparse.Namespace) -> int:
         return 0
     print(f"{len(summary.runs)} run(s), {len(summary.failed)} failed, in {elapsed:.1f} s")
     return 1 if summary.failed else 0
+
+
+def _expectations(args: argparse.Namespace) -> int:
+    from fastfeast_dagster.checks.suites import expectations_command
+    from fastfeast_dagster.settings import EXPECTATIONS_DIR
+
+    return expectations_command(args.action, default_contract(), EXPECTATIONS_DIR)
 
 
 def _dev(args: argparse.Namespace) -> int:

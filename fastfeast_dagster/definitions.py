@@ -10,6 +10,7 @@ from fastfeast_dagster.assets.tables import (
     daily_partitions,
     hourly_partitions,
 )
+from fastfeast_dagster.checks.asset_checks import build_freshness_checks
 from fastfeast_dagster.resources.io_manager import PostgresIOManager
 from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.sensors.folders import build_folder_sensor
@@ -18,13 +19,18 @@ from fastfeast_dagster.settings import default_contract
 
 contract = default_contract()
 warehouse = Warehouse()
+freshness_checks = build_freshness_checks(contract)
 
 defs = dg.Definitions(
     assets=[*calendar_assets, *build_table_assets(contract), *maintenance_assets],
+    asset_checks=freshness_checks,
     sensors=[
         build_folder_sensor("batch", contract, daily_partitions(contract)),
         build_folder_sensor("stream", contract, hourly_partitions(contract)),
         build_orphan_retry_sensor(contract),
+        dg.build_sensor_for_freshness_checks(
+            freshness_checks=freshness_checks, default_status=dg.DefaultSensorStatus.RUNNING
+        ),
     ],
     schedules=build_maintenance_schedules(contract),
     resources={

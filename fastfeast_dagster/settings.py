@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "pipeline.yaml"
+EXPECTATIONS_DIR = PROJECT_ROOT / "config" / "expectations"
 
 ColumnType = Literal["int", "float", "text", "bool", "date", "timestamp"]
 SourceKind = Literal["dimension", "fact"]
@@ -129,6 +130,7 @@ class Sensors(_Strict):
     settle_seconds: float = Field(ge=0)
     minimum_interval_seconds: int = Field(ge=1)
     max_requests_per_tick: int = Field(ge=1)
+    freshness_lag_minutes: int = Field(ge=1)
 
 
 class Orphans(_Strict):

@@ -102,6 +102,7 @@ def test_sensors_and_schedules_run_by_default() -> None:
         "batch_files_sensor": dg.DefaultSensorStatus.RUNNING,
         "stream_files_sensor": dg.DefaultSensorStatus.RUNNING,
         "orphan_retry_sensor": dg.DefaultSensorStatus.RUNNING,
+        "freshness_checks_sensor": dg.DefaultSensorStatus.RUNNING,
     }
     schedules = {s.name: (s.cron_schedule, s.default_status) for s in defs.schedules}
     assert schedules == {
@@ -120,6 +121,25 @@ def test_table_assets_carry_the_contract_schema(contract) -> None:
         partitions = node.partitions_def
         assert partitions.start.date() == contract.partitions.batch_start_date
         assert partitions.end_offset == 1
+
+
+def test_check_keys_are_pinned_and_partitioned_like_their_assets(contract) -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
+    tables = [spec.table for spec in contract.sources.values()]
+    expected = {(table, "great_expectations") for table in tables}
+    expected |= {(table, "quarantine_rate") for table in tables}
+    expected |= {(spec.table, "freshness_check") for spec in contract.facts.values()}
+    assert keys == expected
+    for key in graph.asset_check_keys:
+        check = graph.get(key)
+        asset = graph.get(key.asset_key)
+        if key.name == "freshness_check":
+            continue
+        assert check.partitions_def == asset.partitions_def
+        assert check.blocking == (
+            key.name == "great_expectations" and asset.group_name == "dimensions"
+        )
 
 
 def test_runs_execute_in_process() -> None:

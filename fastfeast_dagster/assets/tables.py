@@ -6,10 +6,14 @@ become `deps` (lineage and in-run ordering, never blocking). The asset reads, va
 the Postgres IO manager writes the resulting `LoadBatch` in one transaction.
 """
 
+from collections.abc import Iterator
+
 import dagster as dg
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
 from fastfeast_dagster import pii
+from fastfeast_dagster.checks.asset_checks import check_specs, evaluate_checks
+from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.settings import ColumnSpec, Contract, SourceSpec, data_root
 from fastfeast_dagster.sources.layout import partition_file
 from fastfeast_dagster.validation.prepare import prepare_batch
@@ -61,13 +65,14 @@ def build_table_asset(
         },
         # Facts re-load a range in one run and one transaction; dimensions replay day by day
         # so that the never-regress rule sees the days in order.
+        check_specs=check_specs(spec, partitions_def),
         backfill_policy=(
             dg.BackfillPolicy.single_run()
             if spec.kind == "fact"
             else dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
         ),
     )
-    def _table(context: dg.AssetExecutionContext) -> dg.Output[LoadBatch]:
+    def _table(context: dg.AssetExecutionContext, warehouse: Warehouse) -> Iterator[object]:
         root = data_root(contract)
         files = [partition_file(contract, root, source, key) for key in context.partition_keys]
         missing = [str(item.path) for item in files if not item.path.exists()]
@@ -77,7 +82,9 @@ def build_table_asset(
                 metadata={"missing_files": dg.MetadataValue.json(missing)},
             )
         batch = prepare_batch(source, files, contract, root, pii.load_key(contract))
-        return dg.Output(batch, metadata={"rows_read": batch.rows_read})
+        yield dg.Output(batch, metadata={"rows_read": batch.rows_read})
+        # The IO manager has committed by now: the checks see what was loaded.
+        yield from evaluate_checks(warehouse, contract, spec, batch, spec.table)
 
     return _table
 

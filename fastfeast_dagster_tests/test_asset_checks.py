@@ -1,0 +1,145 @@
+"""Asset checks run for real: GE suites over loaded rows, blocking, and the quarantine rate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import psycopg
+import pytest
+
+from fastfeast_dagster.checks import asset_checks
+from fastfeast_dagster.resources.warehouse import Warehouse
+from fastfeast_dagster.settings import EXPECTATIONS_DIR, Contract
+from fastfeast_dagster.synthetic import generate
+from fastfeast_dagster.warehouse.batch import LoadBatch
+
+DAY = "2026-03-02"
+
+
+def _evaluations(
+    result: dg.ExecuteInProcessResult,
+) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {
+        (evaluation.asset_key.to_user_string(), evaluation.check_name): evaluation
+        for evaluation in result.get_asset_check_evaluations()
+    }
+
+
+def _write_batch(data_dir: Path, files: dict[str, str]) -> None:
+    folder = data_dir / "input" / "batch" / DAY
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+
+
+CLEAN = {
+    "teams.csv": "team_id,team_name\n1,Refunds\n2,VIP Support\n",
+    "agents.csv": (
+        "agent_id,agent_name,agent_email,agent_phone,team_id,skill_level,hire_date,"
+        "avg_handle_time_min,resolution_rate,csat_score,is_active,created_at,updated_at\n"
+        "7,Mona,mona@fastfeast.com,01012345678,1,Senior,2021-05-01,8,0.9,4.5,true,"
+        "2021-05-01 00:00:00,2021-05-01 00:00:00\n"
+    ),
+}
+
+
+def test_a_clean_partition_passes_every_check(data_dir: Path, materialize) -> None:  # type: ignore[no-untyped-def]
+    _write_batch(data_dir, CLEAN)
+    result = materialize(["dim_team", "dim_agent"], DAY)
+    assert result.success
+    evaluations = _evaluations(result)
+    assert set(evaluations) == {
+        (table, check)
+        for table in ("dim_team", "dim_agent")
+        for check in ("great_expectations", "quarantine_rate")
+    }
+    for key, evaluation in evaluations.items():
+        assert evaluation.passed, (key, evaluation.metadata)
+        assert evaluation.partition == DAY
+    ge = evaluations[("dim_agent", "great_expectations")].metadata
+    assert ge["expectations_evaluated"].value > 5
+    assert ge["great_expectations_version"].value.startswith("1.")
+
+
+def test_a_failing_dimension_suite_blocks_its_children_in_the_run(
+    data_dir: Path,
+    materialize,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    suites = tmp_path / "expectations"
+    shutil.copytree(EXPECTATIONS_DIR, suites)
+    team_suite = json.loads((suites / "dim_team.json").read_text())
+    team_suite["expectations"].append(
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": "team_name", "value_set": ["Escalations"]},
+            "meta": {"source": "hand-written"},
+        }
+    )
+    (suites / "dim_team.json").write_text(json.dumps(team_suite))
+    monkeypatch.setattr(asset_checks, "EXPECTATIONS_DIR", suites)
+    _write_batch(data_dir, CLEAN)
+
+    result = materialize(["dim_team", "dim_agent"], DAY, raise_on_error=False)
+    assert not result.success
+    evaluation = _evaluations(result)[("dim_team", "great_expectations")]
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    (failure,) = evaluation.metadata["failed_expectations"].value
+    assert failure["type"] == "expect_column_values_to_be_in_set"
+    assert failure["unexpected_count"] == 2
+    # The data was written (checks run after the commit) but the child never ran.
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {"dim_team"}
+
+
+def test_a_violation_planted_in_the_table_fails_the_right_expectation(
+    data_dir: Path,
+    materialize,
+    warehouse_url: str,
+    contract: Contract,  # type: ignore[no-untyped-def]
+) -> None:
+    _write_batch(data_dir, CLEAN)
+    assert materialize(["dim_team", "dim_agent"], DAY).success
+    with psycopg.connect(warehouse_url) as conn:
+        # Straight into the table, past validation: out of range and a non-token "masked" email.
+        conn.execute("UPDATE dim_agent SET csat_score = 7.5, agent_email = 'clear@text.com'")
+    spec = contract.sources["agents"]
+    # The check of the day that loaded agent 7, evaluated again over the tampered table.
+    keys = pd.DataFrame({"agent_id": [7]})
+    batch = LoadBatch("agents", [DAY], [], keys, pd.DataFrame(), pd.DataFrame())
+    warehouse = Warehouse(database_url=warehouse_url)
+    checks = asset_checks.evaluate_checks(warehouse, contract, spec, batch, "dim_agent")
+    results = {result.check_name: result for result in checks}
+    ge = results["great_expectations"]
+    assert not ge.passed
+    failures = {(f["type"], f["column"]): f for f in ge.metadata["failed_expectations"].value}
+    assert failures[("expect_column_values_to_be_between", "csat_score")]["unexpected_count"] == 1
+    email = failures[("expect_column_values_to_match_regex", "agent_email")]
+    assert email["unexpected_count"] == 1
+    assert email["examples"] == ["***masked***"]  # a PII column never echoes its values
+
+
+def test_quarantine_rate_trips_on_a_bad_hour_and_passes_on_a_clean_day(
+    data_dir: Path,
+    materialize,  # type: ignore[no-untyped-def]
+) -> None:
+    generate(data_dir, dt.date(2026, 3, 2), hours=[10])
+    # The hour arrives before any dimension: every order is an orphan.
+    result = materialize(["fact_order"], f"{DAY}-10:00")
+    assert result.success
+    rate = _evaluations(result)[("fact_order", "quarantine_rate")]
+    assert not rate.passed
+    assert rate.severity == dg.AssetCheckSeverity.ERROR
+    assert rate.metadata["quarantine_rate"].value == 1.0
+
+    _write_batch(data_dir, {"teams.csv": CLEAN["teams.csv"]})
+    clean = _evaluations(materialize(["dim_team"], DAY))[("dim_team", "quarantine_rate")]
+    assert clean.passed
+    assert clean.metadata["quarantine_rate"].value == 0.0
