@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(handler=_ingest)
 
+    demo = commands.add_parser(
+        "demo", help="generate a day of data, load it through Dagster, print a summary"
+    )
+    demo.add_argument("--date", type=dt.date.fromisoformat, default=dt.date(2026, 3, 2))
+    demo.set_defaults(handler=_demo)
+
     expectations = commands.add_parser(
         "expectations", help="Great Expectations suites generated from the contract"
     )
@@ -193,6 +199,30 @@ def _ingest(args: argparse.Namespace) -> int:
         return 0
     print(f"{len(summary.runs)} run(s), {len(summary.failed)} failed, in {elapsed:.1f} s")
     return 1 if summary.failed else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from fastfeast_dagster.demo import run_demo
+    from fastfeast_dagster.runtime import apply_environment, dagster_environment
+    from fastfeast_dagster.settings import data_root
+
+    contract = default_contract()
+    environment = dagster_environment(contract)
+    apply_environment(environment)
+    from fastfeast_dagster.definitions import defs
+
+    with dg.DagsterInstance.get() as instance:
+        failed = run_demo(
+            defs,
+            instance,
+            contract,
+            data_root=data_root(contract),
+            warehouse_url=environment["FASTFEAST_DATABASE_URL"],
+            day=args.date,
+        )
+    return 1 if failed else 0
 
 
 def _expectations(args: argparse.Namespace) -> int:

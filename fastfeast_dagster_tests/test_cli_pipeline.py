@@ -104,3 +104,15 @@ def test_ingest_loads_everything_and_a_second_ingest_runs_nothing(
         (runs,) = conn.execute("SELECT count(DISTINCT run_id) FROM pipeline_file_log").fetchone()
     assert drivers == manifest.tables["dim_driver"]["expected_rows"]
     assert runs == 3
+
+
+def test_demo_loads_a_day_and_prints_the_summary(user_env: dict[str, str]) -> None:
+    result = _run(user_env, str(BIN / "fastfeast"), "demo", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "26 runs, 0 failed" in out
+    for heading in ("rows per table", "quarantine (open rows) by stage / rule", "true orphans:"):
+        assert heading in out
+    assert "SLA compliance: first response" in out
+    fact_orders = next(line for line in out.splitlines() if line.strip().startswith("fact_order"))
+    assert int(fact_orders.split()[-1].replace(",", "")) > 1000

@@ -159,6 +159,7 @@ def build_folder_sensor(
         if spec.kind == ("dimension" if kind == "batch" else "fact")
     }
     settle = contract.sensors.settle_seconds if settle_seconds is None else settle_seconds
+    load_order = contract.load_order()
     folder = contract.paths.batch if kind == "batch" else contract.paths.stream
 
     @dg.sensor(
@@ -187,7 +188,8 @@ def build_folder_sensor(
                 run_key=f"{kind}:{partition.partition_key}:{partition.fingerprint}",
                 partition_key=partition.partition_key,
                 asset_selection=[
-                    dg.AssetKey(tables[f.source]) for f in sorted(partition.files, key=_by_source)
+                    dg.AssetKey(tables[f.source])
+                    for f in sorted(partition.files, key=lambda f: load_order.index(f.source))
                 ],
                 tags={"fastfeast/files": ",".join(sorted(f.path.name for f in partition.files))},
             )
@@ -205,10 +207,6 @@ def build_folder_sensor(
         )
 
     return _sensor
-
-
-def _by_source(found: FoundFile) -> str:
-    return found.source
 
 
 def _file_names(contract: Contract, folder_kind: str) -> dict[str, str]:
