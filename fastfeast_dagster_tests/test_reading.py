@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,15 @@ def test_unknown_format_is_rejected(tmp_path: Path) -> None:
     result = _read(tmp_path, "a.xlsx", b"PK\x03\x04 spreadsheet", "xlsx")
     assert result.rejection is not None
     assert result.rejection.rule == "unsupported_format"
+
+
+def test_large_arrays_are_read_in_chunks_and_late_keys_are_null_before(tmp_path: Path) -> None:
+    records = [{"a": index} for index in range(70_000)]
+    records[-1]["b"] = "late"  # a key first seen after the first chunk
+    result = _read(tmp_path, "big.json", json.dumps(records).encode())
+    frame = result.frame
+    assert len(frame) == 70_000
+    assert frame["a"].iloc[-1] == "69999"
+    assert frame["b"].isna().sum() == 69_999
+    assert frame["b"].iloc[-1] == "late"
+    assert frame[ROW_COLUMN].iloc[-1] == 70_000

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +65,14 @@ def read_source_file(path: Path, file_format: str, data_root: Path) -> ReadResul
     try:
         if not data.strip():
             raise _Unreadable("empty_file", "the file is empty")
-        text_check(data)
+        text = text_check(data)
         if file_format == "csv":
+            del text
             frame = _read_csv(data)
         elif file_format == "json":
-            frame = _read_json(data)
+            # The text alone is what JSON parsing needs: let the bytes go before it starts.
+            del data
+            frame = _read_json(text)
         else:
             raise _Unreadable("unsupported_format", f"unsupported file format {file_format!r}")
     except _Unreadable as problem:
@@ -84,10 +88,10 @@ class _Unreadable(Exception):
         self.message = message
 
 
-def text_check(data: bytes) -> None:
-    """Refuse bytes that are not UTF-8 text, naming the offset of the first bad byte."""
+def text_check(data: bytes) -> str:
+    """The bytes as text; refuses what is not UTF-8, naming the offset of the first bad byte."""
     try:
-        data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise _Unreadable(
             "not_utf8", f"not UTF-8 text: {error.reason} at byte offset {error.start}"
@@ -95,6 +99,7 @@ def text_check(data: bytes) -> None:
     nul = data.find(b"\x00")
     if nul >= 0:
         raise _Unreadable("binary", f"binary content: NUL byte at offset {nul}")
+    return text
 
 
 def _read_csv(data: bytes) -> pd.DataFrame:
@@ -120,36 +125,97 @@ def _read_csv(data: bytes) -> pd.DataFrame:
     return table.to_pandas(types_mapper=lambda _: TEXT_DTYPE)
 
 
-def _read_json(data: bytes) -> pd.DataFrame:
+_JSON_CHUNK_ROWS = 65_536
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _read_json(text: str) -> pd.DataFrame:
+    """A JSON array of objects, parsed object by object into Arrow string columns.
+
+    Holding a million parsed dicts at once costs gigabytes; converting every 64k rows into Arrow
+    arrays keeps the peak near the size of the text. Python's decoder accepts the non-standard
+    `NaN` literal that pandas-written files carry.
+    """
+    decoder = json.JSONDecoder()
+    position = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
+    if not text.startswith("[", position):
+        value = _decode(decoder, text, position)[0]
+        raise _Unreadable(
+            "not_an_array", f"expected a JSON array of objects, found a {_json_kind(value)}"
+        )
+    position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
+    columns: dict[str, list[pa.Array]] = {}
+    chunk: list[dict[str, object]] = []
+    done = 0
+    first = True
+    while not text.startswith("]", position):
+        if not first:
+            if not text.startswith(",", position):
+                raise _Unreadable(
+                    "malformed_json",
+                    f"not valid JSON: expected ',' or ']' at {_where(text, position)}",
+                )
+            position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
+        first = False
+        record, position = _decode(decoder, text, position)
+        if not isinstance(record, dict):
+            raise _Unreadable(
+                "not_an_array",
+                f"element {done + len(chunk) + 1} of the array is a {_json_kind(record)}, "
+                "not an object",
+            )
+        chunk.append(record)
+        if len(chunk) == _JSON_CHUNK_ROWS:
+            _add_chunk(columns, chunk, done)
+            done += len(chunk)
+            chunk = []
+        position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
+        if position >= len(text):
+            raise _Unreadable(
+                "malformed_json",
+                f"not valid JSON: the array is not closed at {_where(text, position)}",
+            )
+    _add_chunk(columns, chunk, done)
+    done += len(chunk)
+    if text[position + 1 :].strip():
+        raise _Unreadable("malformed_json", "not valid JSON: extra data after the array")
+    table = pa.table(
+        {name: pa.chunked_array(arrays, type=pa.string()) for name, arrays in columns.items()}
+    )
+    frame = table.to_pandas(types_mapper=lambda _: TEXT_DTYPE)
+    frame.index = pd.RangeIndex(done)
+    return frame
+
+
+def _where(text: str, position: int) -> str:
+    line = text.count("\n", 0, position) + 1
+    return f"line {line} column {position - text.rfind(chr(10), 0, position)}"
+
+
+def _decode(decoder: json.JSONDecoder, text: str, position: int) -> tuple[object, int]:
     try:
-        # Python's json accepts the non-standard NaN literal that pandas-written files carry.
-        records = json.loads(data)
+        return decoder.raw_decode(text, position)
     except json.JSONDecodeError as error:
         raise _Unreadable(
             "malformed_json",
             f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
         ) from None
-    if not isinstance(records, list):
-        raise _Unreadable(
-            "not_an_array", f"expected a JSON array of objects, found a {_json_kind(records)}"
-        )
-    columns: dict[str, None] = {}
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise _Unreadable(
-                "not_an_array",
-                f"element {index + 1} of the array is a {_json_kind(record)}, not an object",
-            )
-        columns.update(dict.fromkeys(record))
-    # Column-wise construction keeps one list per column instead of a frame of Python objects.
-    frame = pd.DataFrame(
-        {
-            name: pd.array([_json_text(record.get(name)) for record in records], dtype=TEXT_DTYPE)
-            for name in columns
-        },
-        index=pd.RangeIndex(len(records)),
-    )
-    return frame
+
+
+def _add_chunk(
+    columns: dict[str, list[pa.Array]], chunk: list[dict[str, object]], done: int
+) -> None:
+    """Append a chunk of records as Arrow arrays; a key first seen now is null in earlier rows."""
+    known = set(columns)
+    for record in chunk:
+        if record.keys() - known:
+            # In the record's own order, so columns keep the order the file gives them.
+            for name in record:
+                if name not in known:
+                    columns[name] = [pa.nulls(done, pa.string())] if done else []
+                    known.add(name)
+    for name, arrays in columns.items():
+        arrays.append(pa.array([_json_text(record.get(name)) for record in chunk], pa.string()))
 
 
 def _json_text(value: object) -> str | None:

@@ -1,0 +1,75 @@
+"""Shared benchmark plumbing: a throwaway embedded server, the raw-COPY baseline, a result table."""
+
+from __future__ import annotations
+
+import io
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from psycopg import sql
+
+from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database
+
+
+@contextmanager
+def benchmark_database() -> Iterator[str]:
+    """A fresh embedded PostgreSQL in a temp dir, with one database; stopped afterwards."""
+    work = Path(tempfile.mkdtemp(prefix="ffbench", dir="/tmp"))
+    server = EmbeddedPostgres(work)
+    try:
+        server.start()
+        create_database(server.url("postgres"), "bench")
+        yield server.url("bench")
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """The frame as headerless CSV, the way a producer would hand the rows to COPY."""
+    buffer = io.BytesIO()
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pa_csv.write_csv(table, buffer, pa_csv.WriteOptions(include_header=False))
+    return buffer.getvalue()
+
+
+def raw_copy_seconds(url: str, columns: list[str], primary_key: str, data: bytes) -> float:
+    """Baseline: plain psycopg COPY of the CSV bytes into a text table with the same key."""
+    definitions = sql.SQL(", ").join(
+        sql.SQL("{} text{}").format(
+            sql.Identifier(name), sql.SQL(" PRIMARY KEY" if name == primary_key else "")
+        )
+        for name in columns
+    )
+    with psycopg.connect(url) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_raw_copy")
+        conn.execute(sql.SQL("CREATE TABLE bench_raw_copy ({})").format(definitions))
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("COPY bench_raw_copy FROM STDIN (FORMAT csv)") as copy:
+            for start in range(0, len(data), 1 << 20):
+                copy.write(data[start : start + (1 << 20)])
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def print_table(title: str, rows: list[tuple[str, float | None, float | None]]) -> None:
+    print(f"\n{title}")
+    print(f"{'measurement':62} {'seconds':>8} {'rows/s':>11}")
+    for name, seconds, rate in rows:
+        shown_seconds = f"{seconds:8.2f}" if seconds is not None else " " * 8
+        shown_rate = f"{rate:11,.0f}" if rate is not None else ""
+        print(f"{name:62} {shown_seconds} {shown_rate}")
