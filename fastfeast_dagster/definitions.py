@@ -3,7 +3,11 @@
 import dagster as dg
 
 from fastfeast_dagster.assets.calendar import calendar_assets
-from fastfeast_dagster.assets.maintenance import build_maintenance_schedules, maintenance_assets
+from fastfeast_dagster.assets.maintenance import (
+    build_maintenance_schedules,
+    build_quarantine_spec,
+    maintenance_assets,
+)
 from fastfeast_dagster.assets.tables import (
     IO_MANAGER_KEY,
     build_table_assets,
@@ -22,7 +26,12 @@ warehouse = Warehouse()
 freshness_checks = build_freshness_checks(contract)
 
 defs = dg.Definitions(
-    assets=[*calendar_assets, *build_table_assets(contract), *maintenance_assets],
+    assets=[
+        *calendar_assets,
+        *build_table_assets(contract),
+        *maintenance_assets,
+        build_quarantine_spec(contract),
+    ],
     asset_checks=freshness_checks,
     sensors=[
         build_folder_sensor("batch", contract, daily_partitions(contract)),

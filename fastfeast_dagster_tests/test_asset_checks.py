@@ -138,6 +138,14 @@ def test_quarantine_rate_trips_on_a_bad_hour_and_passes_on_a_clean_day(
     assert not rate.passed
     assert rate.severity == dg.AssetCheckSeverity.ERROR
     assert rate.metadata["quarantine_rate"].value == 1.0
+    # The rejects show on the quarantine asset of the lineage graph too.
+    (observation,) = [
+        event.asset_observation_data.asset_observation
+        for event in result.all_events
+        if event.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert observation.asset_key == dg.AssetKey("quarantine")
+    assert observation.metadata["rows_quarantined"].value == rate.metadata["rows_read"].value
 
     _write_batch(data_dir, {"teams.csv": CLEAN["teams.csv"]})
     clean = _evaluations(materialize(["dim_team"], DAY))[("dim_team", "quarantine_rate")]

@@ -82,7 +82,18 @@ def test_asset_keys_groups_kinds_partitions_and_lineage_are_pinned() -> None:
         "NoneType",
         frozenset({"fact_ticket", "fact_ticket_event", "fact_order"}),
     )
-    expected["true_orphan"] = ("audit", frozenset({"postgres"}), "NoneType", frozenset())
+    expected["true_orphan"] = (
+        "audit",
+        frozenset({"postgres"}),
+        "NoneType",
+        frozenset({"quarantine"}),
+    )
+    expected["quarantine"] = (
+        "audit",
+        frozenset({"postgres"}),
+        "NoneType",
+        frozenset([*DIMENSIONS, *FACTS]),
+    )
     assert shape == expected
 
 

@@ -31,10 +31,27 @@ def ticket_sla(warehouse: Warehouse) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"dagster/row_count": tickets, **counts})
 
 
+def build_quarantine_spec(contract: Contract) -> dg.AssetSpec:
+    """The quarantine table in the lineage graph: every table asset writes its rejects there."""
+    return dg.AssetSpec(
+        "quarantine",
+        group_name="audit",
+        kinds={"postgres"},
+        deps=[spec.table for spec in contract.sources.values()],
+        description=(
+            "Every rejected source row with its stage, rule, column, all reasons, raw values "
+            "(PII masked), file, row number, partition and run. Written by the table assets' IO "
+            "manager in the same transaction as their clean rows; each load is observed here."
+        ),
+        metadata={"dagster/table_name": "public.quarantine"},
+    )
+
+
 @dg.asset(
     name="true_orphan",
     group_name="audit",
     kinds={"postgres"},
+    deps=["quarantine"],
     description=(
         "Quarantined orphans whose parents did not arrive within the retry window, recorded once "
         "with their first quarantine time and the foreign keys that never resolved."

@@ -34,6 +34,17 @@ class PostgresIOManager(dg.ConfigurableIOManager):
             {**report_metadata(report), "dagster/row_count": rows_in_table}
             | {"dagster/partition_row_count": rows_in_partitions}
         )
+        context.log_event(
+            dg.AssetObservation(
+                asset_key="quarantine",
+                metadata={
+                    "source_table": report.table,
+                    "partitions": dg.MetadataValue.json(obj.partition_keys),
+                    "rows_quarantined": report.rows_quarantined,
+                    "quarantined_by_stage": dg.MetadataValue.json(report.rejects_by_stage),
+                },
+            )
+        )
         for path, counts in report.files.items():
             if counts.status == "failed":
                 context.log.error(f"{path} rejected: {counts.error}")
