@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -94,11 +95,6 @@ def _embedded():  # type: ignore[no-untyped-def]
 
 
 def _db_start(_: argparse.Namespace) -> int:
-    import psycopg
-
-    from fastfeast_dagster.warehouse.connection import resolve_database_urls
-    from fastfeast_dagster.warehouse.ddl import apply_schema
-
     server = _embedded()
     if server is None:
         print(f"{WAREHOUSE_URL_ENV} is set: using that server, nothing to start")
@@ -106,11 +102,21 @@ def _db_start(_: argparse.Namespace) -> int:
         print(f"{server.status().describe()}; nothing to do")
     else:
         print(server.start().describe())
-    urls = resolve_database_urls(default_contract())
-    with psycopg.connect(urls.warehouse) as conn:
-        apply_schema(conn, default_contract())
-    print(f"warehouse schema applied: {redact(urls.warehouse)}")
+    print(f"warehouse schema applied: {redact(_apply_schema())}")
     return 0
+
+
+def _apply_schema() -> str:
+    """Bring the warehouse to the contract (starting the embedded server if needed); its URL."""
+    import psycopg
+
+    from fastfeast_dagster.warehouse.connection import resolve_database_urls
+    from fastfeast_dagster.warehouse.ddl import apply_schema
+
+    url = resolve_database_urls(default_contract()).warehouse
+    with psycopg.connect(url) as conn:
+        apply_schema(conn, default_contract())
+    return url
 
 
 def _db_stop(_: argparse.Namespace) -> int:
@@ -238,12 +244,52 @@ def _dev(args: argparse.Namespace) -> int:
 
     contract = default_contract()
     env = {**os.environ, **dagster_environment(contract)}
+    # Analysts can query (empty) tables from the first minute, before any file has arrived.
+    _apply_schema()
     root = data_root(contract)
     print(f"Dagster UI: http://127.0.0.1:{args.port}  (Ctrl-C stops everything)")
     print(f"watching {root / contract.paths.batch} and {root / contract.paths.stream}")
-    command = ["dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-p", str(args.port)]
-    # dagster dev forwards SIGINT to its webserver, daemon and code servers and waits for them.
-    return subprocess.call(command, env=env, cwd=PROJECT_ROOT)
+    # The venv's own dagster: `make dev` runs this without activating the venv.
+    dagster = str(Path(sys.executable).parent / "dagster")
+    command = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-p", str(args.port)]
+    # Its own process group, so that whatever it starts (code servers, run workers, log tails)
+    # can be ended with it: some of them would otherwise linger until a heartbeat times out.
+    child = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, start_new_session=True)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        try:
+            return child.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            child.terminate()
+            return child.wait()
+    finally:
+        _end_process_group(child.pid)
+
+
+def _end_process_group(group: int, grace_seconds: float = 10.0) -> None:
+    import time
+
+    import psutil
+
+    def members() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE:
+                    found.append(process)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return found
+
+    for stop_signal in (signal.SIGTERM, signal.SIGKILL):
+        if not members():
+            return
+        os.killpg(group, stop_signal)
+        deadline = time.monotonic() + grace_seconds
+        while members() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -88,12 +89,17 @@ def test_the_daemon_fills_the_warehouse_from_the_folders(daemon_env: dict[str, s
         assert counts == expected, _diagnosis(url, log.name)
     finally:
         log.close()
+        family = psutil.Process(daemon.pid).children(recursive=True)
         os.killpg(daemon.pid, signal.SIGINT)
         try:
             daemon.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
             raise
+        # Code servers outlive a stopped daemon until their heartbeat times out: end them now.
+        for process in family:
+            if process.is_running():
+                process.terminate()
     assert daemon.returncode is not None
 
     # A fact partition from the CLI, as an operator re-runs one: it succeeds and changes nothing.
