@@ -64,18 +64,21 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def materialize(
-    warehouse_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., dg.ExecuteInProcessResult]]:
-    """Materialize table assets of one partition for real, through the project's own job.
+def pipeline_env(warehouse_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The project's own resources, pointed at the test's database and data root; its URL.
 
-    The project's resources are used as they are; they find the test's database through
-    FASTFEAST_DATABASE_URL, as any deployment pointed at an existing server does.
+    They find them through FASTFEAST_DATABASE_URL and FASTFEAST_DATA_DIR, as any deployment
+    pointed at an existing server does.
     """
+    monkeypatch.setenv("FASTFEAST_DATABASE_URL", warehouse_url)
+    return warehouse_url
+
+
+@pytest.fixture
+def materialize(pipeline_env: str) -> Iterator[Callable[..., dg.ExecuteInProcessResult]]:
+    """Materialize table assets of one partition for real, through the project's own job."""
     from fastfeast_dagster.definitions import defs
 
-    monkeypatch.setenv("FASTFEAST_DATABASE_URL", warehouse_url)
-    monkeypatch.setenv("FASTFEAST_PII_KEY", "test-pii-key")
     with dg.instance_for_test() as instance:
 
         def run(

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fastfeast_dagster.settings import PROJECT_ROOT
 from fastfeast_dagster.synthetic import generate
+from fastfeast_dagster_tests.commands import dagster_exports, fresh_environment, run_command
 
-BIN = Path(sys.executable).parent
 DAY_1 = dt.date(2026, 3, 2)
 DAY_2 = dt.date(2026, 3, 3)
 
@@ -26,44 +22,19 @@ DAY_2 = dt.date(2026, 3, 3)
 def user_env() -> Iterator[dict[str, str]]:
     """A fresh state dir (its own embedded server) and data root, nothing else set."""
     state = Path(tempfile.mkdtemp(prefix="ffpipe", dir="/tmp"))
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("FASTFEAST_", "DAGSTER_"))
-    }
-    env |= {"FASTFEAST_STATE_DIR": str(state), "FASTFEAST_DATA_DIR": str(state / "data")}
+    env = fresh_environment(state)
     yield env
-    subprocess.run([BIN / "fastfeast", "db", "stop"], env=env, check=False, capture_output=True)
+    run_command(env, "fastfeast", "db", "stop")
     shutil.rmtree(state, ignore_errors=True)
-
-
-def _run(
-    env: dict[str, str], *command: str, timeout: int = 300
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(command),
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _exports(env: dict[str, str]) -> dict[str, str]:
-    output = _run(env, str(BIN / "fastfeast"), "db", "env").stdout
-    pairs = [line.removeprefix("export ").split("=", 1) for line in output.splitlines()]
-    return {name: value.strip("'") for name, value in pairs}
 
 
 def test_dagster_asset_materialize_loads_a_day(user_env: dict[str, str]) -> None:
     generate(Path(user_env["FASTFEAST_DATA_DIR"]), DAY_1, hours=[])
-    assert _run(user_env, str(BIN / "fastfeast"), "db", "start").returncode == 0
-    env = user_env | _exports(user_env)
-    result = _run(
+    assert run_command(user_env, "fastfeast", "db", "start").returncode == 0
+    env = user_env | dagster_exports(user_env)
+    result = run_command(
         env,
-        str(BIN / "dagster"),
+        "dagster",
         "asset",
         "materialize",
         "-m",
@@ -91,14 +62,13 @@ def test_ingest_loads_everything_and_a_second_ingest_runs_nothing(
     root = Path(user_env["FASTFEAST_DATA_DIR"])
     generate(root, DAY_1, hours=[])
     manifest = generate(root, DAY_2, hours=[])
-    fastfeast = str(BIN / "fastfeast")
-    first = _run(user_env, fastfeast, "ingest")
+    first = run_command(user_env, "fastfeast", "ingest")
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     assert "3 run(s), 0 failed" in first.stdout  # master, day 1, day 2
-    second = _run(user_env, fastfeast, "ingest")
+    second = run_command(user_env, "fastfeast", "ingest")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "nothing new to ingest" in second.stdout
-    url = _run(user_env, fastfeast, "db", "url").stdout.strip()
+    url = run_command(user_env, "fastfeast", "db", "url").stdout.strip()
     with psycopg.connect(url) as conn:
         (drivers,) = conn.execute("SELECT count(*) FROM dim_driver").fetchone()
         (runs,) = conn.execute("SELECT count(DISTINCT run_id) FROM pipeline_file_log").fetchone()
@@ -107,7 +77,7 @@ def test_ingest_loads_everything_and_a_second_ingest_runs_nothing(
 
 
 def test_demo_loads_a_day_and_prints_the_summary(user_env: dict[str, str]) -> None:
-    result = _run(user_env, str(BIN / "fastfeast"), "demo", timeout=600)
+    result = run_command(user_env, "fastfeast", "demo", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "26 runs, 0 failed" in out

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,8 +18,13 @@ import pytest
 
 from fastfeast_dagster.settings import PROJECT_ROOT
 from fastfeast_dagster.synthetic import generate
+from fastfeast_dagster_tests.commands import (
+    BIN,
+    dagster_exports,
+    fresh_environment,
+    run_command,
+)
 
-BIN = Path(sys.executable).parent
 DAY = dt.date(2026, 3, 2)
 HOURS = [10, 11]
 
@@ -28,20 +32,12 @@ HOURS = [10, 11]
 @pytest.fixture
 def daemon_env() -> Iterator[dict[str, str]]:
     state = Path(tempfile.mkdtemp(prefix="ffdmn", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTFEAST_", "DAGSTER_"))}
-    env |= {"FASTFEAST_STATE_DIR": str(state), "FASTFEAST_DATA_DIR": str(state / "data")}
-    started = subprocess.run(
-        [BIN / "fastfeast", "db", "start"], env=env, capture_output=True, text=True, check=False
-    )
+    env = fresh_environment(state)
+    started = run_command(env, "fastfeast", "db", "start")
     assert started.returncode == 0, started.stderr
-    exports = subprocess.run(
-        [BIN / "fastfeast", "db", "env"], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    for line in exports.splitlines():
-        name, value = line.removeprefix("export ").split("=", 1)
-        env[name] = value.strip("'")
+    env |= dagster_exports(env)
     yield env
-    subprocess.run([BIN / "fastfeast", "db", "stop"], env=env, check=False, capture_output=True)
+    run_command(env, "fastfeast", "db", "stop")
     shutil.rmtree(state, ignore_errors=True)
 
 
@@ -104,16 +100,17 @@ def test_the_daemon_fills_the_warehouse_from_the_folders(daemon_env: dict[str, s
 
     # A fact partition from the CLI, as an operator re-runs one: it succeeds and changes nothing.
     before = _count(url, "fact_order")
-    command = ["dagster", "asset", "materialize", "-m", "fastfeast_dagster.definitions"]
-    selection = ["--select", "fact_order,fact_ticket,fact_ticket_event"]
-    rerun = subprocess.run(
-        [BIN / command[0], *command[1:], *selection, "--partition", f"{DAY}-10:00"],
-        env=daemon_env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    rerun = run_command(
+        daemon_env,
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "fastfeast_dagster.definitions",
+        "--select",
+        "fact_order,fact_ticket,fact_ticket_event",
+        "--partition",
+        f"{DAY}-10:00",
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert _count(url, "fact_order") == before

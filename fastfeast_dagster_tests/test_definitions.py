@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import dagster as dg
 
 from fastfeast_dagster.definitions import defs
-from fastfeast_dagster.settings import PROJECT_ROOT
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres
-
-WORKSPACE = "workspace.yaml"
-
+from fastfeast_dagster_tests.commands import run_command
 
 DIMENSIONS = {
     "dim_city": set(),
@@ -165,15 +159,7 @@ def test_dagster_cli_validates_the_workspace(pg_server: EmbeddedPostgres, tmp_pa
         "FASTFEAST_DATABASE_URL": pg_server.url("fastfeast"),
         "FASTFEAST_DAGSTER_PG_URL": pg_server.url("dagster", driver="psycopg2"),
     }
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", WORKSPACE],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    result = run_command(env, "dagster", "definitions", "validate", "-w", "workspace.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "All code locations passed validation" in result.stderr + result.stdout
 

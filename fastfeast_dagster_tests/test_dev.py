@@ -4,12 +4,10 @@ and Ctrl-C leaves no process behind."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -19,8 +17,7 @@ import psutil
 import psycopg
 
 from fastfeast_dagster.synthetic import generate
-
-BIN = Path(sys.executable).parent
+from fastfeast_dagster_tests.commands import BIN, fresh_environment, run_command
 
 
 def _free_port() -> int:
@@ -48,8 +45,7 @@ def _responds(url: str) -> bool:
 
 def test_dev_loads_dropped_files_and_stops_cleanly_on_ctrl_c() -> None:
     state = Path(tempfile.mkdtemp(prefix="ffdev", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTFEAST_", "DAGSTER_"))}
-    env |= {"FASTFEAST_STATE_DIR": str(state), "FASTFEAST_DATA_DIR": str(state / "data")}
+    env = fresh_environment(state)
     port = _free_port()
     log = (state / "dev.log").open("w")
     dev = subprocess.Popen(
@@ -64,9 +60,7 @@ def test_dev_loads_dropped_files_and_stops_cleanly_on_ctrl_c() -> None:
         _wait_for(lambda: _responds(f"http://127.0.0.1:{port}/server_info"), 180, "the UI")
         manifest = generate(state / "incoming", dt.date(2026, 3, 2), hours=[10])
         shutil.copytree(state / "incoming", state / "data")
-        url = subprocess.run(
-            [BIN / "fastfeast", "db", "url"], env=env, capture_output=True, text=True, check=True
-        ).stdout.strip()
+        url = run_command(env, "fastfeast", "db", "url").stdout.strip()
         expected = manifest.tables["fact_order"]["expected_rows"]
 
         def loaded() -> bool:
@@ -82,6 +76,6 @@ def test_dev_loads_dropped_files_and_stops_cleanly_on_ctrl_c() -> None:
         dev.wait(timeout=150)
         log.close()
         alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        subprocess.run([BIN / "fastfeast", "db", "stop"], env=env, check=False)
+        run_command(env, "fastfeast", "db", "stop")
     assert alive == [], (alive, (state / "dev.log").read_text()[-3000:])
     shutil.rmtree(state, ignore_errors=True)

@@ -198,17 +198,13 @@ def test_derived_keys_point_into_the_calendar(day: Day) -> None:
 
 
 def test_orphans_resolve_when_their_parents_arrive_and_the_rest_become_true_orphans(
-    pg_server: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pipeline_env: str, data_dir: Path
 ) -> None:
     from fastfeast_dagster.definitions import defs
 
     contract = load_contract()
-    create_database(pg_server.url("postgres"), "orphans_e2e")
-    url = pg_server.url("orphans_e2e")
-    monkeypatch.setenv("FASTFEAST_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("FASTFEAST_DATABASE_URL", url)
-    monkeypatch.setenv("FASTFEAST_PII_KEY", "e2e-key")
-    manifest = generate(tmp_path, DAY, hours=[10, 11])
+    url = pipeline_env
+    manifest = generate(data_dir, DAY, hours=[10, 11])
     late = manifest.late_parent_orders
     assert late
     with dg.instance_for_test() as instance:
@@ -223,7 +219,7 @@ def test_orphans_resolve_when_their_parents_arrive_and_the_rest_become_true_orph
         assert sorted(waiting) == sorted((order, "customer_id") for order in late)
 
         # The next day's batch brings the customers; the retry sensor re-runs the hours.
-        generate(tmp_path, DAY + dt.timedelta(days=1), hours=[])
+        generate(data_dir, DAY + dt.timedelta(days=1), hours=[])
         summary = ingest(defs, instance, log_level="WARNING")
         retried = [run for run in summary.runs if run.sensor == "orphan_retry_sensor"]
         assert retried and all(run.success for run in retried)
@@ -258,17 +254,13 @@ def test_orphans_resolve_when_their_parents_arrive_and_the_rest_become_true_orph
 
 
 def test_a_range_of_hours_reloads_in_one_run_and_one_transaction(
-    pg_server: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pipeline_env: str, data_dir: Path
 ) -> None:
     from fastfeast_dagster.definitions import defs
 
     contract = load_contract()
-    create_database(pg_server.url("postgres"), "range_e2e")
-    url = pg_server.url("range_e2e")
-    monkeypatch.setenv("FASTFEAST_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("FASTFEAST_DATABASE_URL", url)
-    monkeypatch.setenv("FASTFEAST_PII_KEY", "e2e-key")
-    manifest = generate(tmp_path, DAY, hours=[10, 11, 12])
+    url = pipeline_env
+    manifest = generate(data_dir, DAY, hours=[10, 11, 12])
     dimensions = [dg.AssetKey(spec.table) for spec in contract.dimensions.values()]
     facts = [dg.AssetKey(table) for table in FACTS]
     with dg.instance_for_test() as instance:

@@ -1,0 +1,40 @@
+"""Running the project's commands as a user does: the venv's programs, from the project root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fastfeast_dagster.settings import PROJECT_ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def run_command(
+    env: dict[str, str], program: str, *args: str, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """`program` from the venv (fastfeast, dagster, …) with `env`, output captured as text."""
+    return subprocess.run(
+        [str(BIN / program), *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def fresh_environment(state: Path) -> dict[str, str]:
+    """The environment of a user with nothing set but a state dir and a data root inside it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTFEAST_", "DAGSTER_"))}
+    return env | {"FASTFEAST_STATE_DIR": str(state), "FASTFEAST_DATA_DIR": str(state / "data")}
+
+
+def dagster_exports(env: dict[str, str]) -> dict[str, str]:
+    """What `eval "$(fastfeast db env)"` would export."""
+    output = run_command(env, "fastfeast", "db", "env").stdout
+    pairs = [line.removeprefix("export ").split("=", 1) for line in output.splitlines()]
+    return {name: value.strip("'") for name, value in pairs}
