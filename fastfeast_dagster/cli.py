@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,8 @@ class CliError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Dagster flags beta/preview APIs on every import; they are pinned here, the notice is noise.
+    warnings.filterwarnings("ignore", message=r".*(currently in beta|in preview).*")
     parser = _parser()
     args = parser.parse_args(argv)
     try:

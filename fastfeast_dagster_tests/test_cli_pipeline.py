@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fastfeast_dagster.synthetic import generate
+from fastfeast_dagster.synthetic import Manifest, generate
 from fastfeast_dagster_tests.commands import dagster_exports, fresh_environment, run_command
 
 DAY_1 = dt.date(2026, 3, 2)
@@ -86,3 +86,20 @@ def test_demo_loads_a_day_and_prints_the_summary(user_env: dict[str, str]) -> No
     assert "SLA compliance: first response" in out
     fact_orders = next(line for line in out.splitlines() if line.strip().startswith("fact_order"))
     assert int(fact_orders.split()[-1].replace(",", "")) > 1000
+    # The project's loggers wrote JSON lines, and no log anywhere holds a clear PII value.
+    assert '"logger": "fastfeast_dagster.warehouse.load"' in result.stderr
+    state = Path(user_env["FASTFEAST_STATE_DIR"])
+    manifest = Manifest.load(Path(user_env["FASTFEAST_DATA_DIR"]) / "manifest.json")
+    clear = {
+        str(value)
+        for columns in manifest.pii_clear_values.values()
+        for values in columns.values()
+        for value in values
+    }
+    logs = [result.stdout, result.stderr]
+    logs += [
+        path.read_text(errors="replace")
+        for path in state.rglob("*")
+        if path.suffix in (".out", ".err", ".log")
+    ]
+    assert clear and not [value for value in clear if any(value in text for text in logs)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import logging
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -30,6 +31,8 @@ from fastfeast_dagster.settings import Contract, SourceSpec
 from fastfeast_dagster.sources.reading import ROW_COLUMN
 from fastfeast_dagster.warehouse.batch import FILE_COLUMN, PARTITION_COLUMN, LoadBatch
 from fastfeast_dagster.warehouse.ddl import CALENDAR_TABLES, source_columns
+
+log = logging.getLogger(__name__)
 
 RUN_COLUMN = "_run_id"
 _COPY_CHUNK = 1 << 20
@@ -102,6 +105,17 @@ def load_batch(
         _write_quarantine(cur, schema, stage, quarantine, batch, spec.table, asset_key, run_id)
         report = _report(spec, batch, quarantine, inserted, updated, removed)
         _write_file_log(cur, schema, spec, batch, report, asset_key, run_id)
+    log.info(
+        "loaded %s %s: read %d, loaded %d, quarantined %d (orphans %d, duplicates %d)",
+        spec.table,
+        ",".join(batch.partition_keys),
+        report.rows_read,
+        report.rows_loaded,
+        report.rows_quarantined,
+        report.orphans,
+        report.duplicates,
+        extra={"table": spec.table, "partitions": batch.partition_keys, "run_id": run_id},
+    )
     return report
 
 
