@@ -8,6 +8,7 @@ from fastfeast_dagster.assets.maintenance import (
     build_quarantine_spec,
     maintenance_assets,
 )
+from fastfeast_dagster.assets.marts import build_mart_assets
 from fastfeast_dagster.assets.tables import (
     IO_MANAGER_KEY,
     build_table_assets,
@@ -31,6 +32,7 @@ defs = dg.Definitions(
         *build_table_assets(contract),
         *maintenance_assets,
         build_quarantine_spec(contract),
+        *build_mart_assets(contract, daily_partitions(contract)),
     ],
     asset_checks=freshness_checks,
     sensors=[

@@ -88,6 +88,18 @@ def test_asset_keys_groups_kinds_partitions_and_lineage_are_pinned() -> None:
         "NoneType",
         frozenset([*DIMENSIONS, *FACTS]),
     )
+    expected["mart_orders_daily"] = (
+        "analytics",
+        frozenset({"postgres"}),
+        "DailyPartitionsDefinition",
+        frozenset({"fact_order"}),
+    )
+    expected["mart_tickets_daily"] = (
+        "analytics",
+        frozenset({"postgres"}),
+        "DailyPartitionsDefinition",
+        frozenset({"fact_ticket", "fact_ticket_event", "ticket_sla"}),
+    )
     assert shape == expected
 
 

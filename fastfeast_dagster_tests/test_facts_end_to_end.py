@@ -32,7 +32,7 @@ class Day:
     instance: dg.DagsterInstance
     summaries: list[IngestSummary]
 
-    def materialize(self, tables: list[str], partition_key: str) -> None:
+    def materialize(self, tables: list[str], partition_key: str | None) -> None:
         from fastfeast_dagster.definitions import defs
 
         keys = [dg.AssetKey(table) for table in tables]
@@ -185,6 +185,46 @@ def test_updates_win_and_replaying_an_earlier_hour_does_not_undo_them(day: Day) 
     after = {t: _query(day.url, f"SELECT * FROM {t} ORDER BY {k}") for t, k in dumps.items()}
     for table in dumps:
         assert after[table] == before[table], table
+
+
+def test_kpi_marts_match_the_facts_and_rebuild_idempotently(day: Day) -> None:
+    day.materialize(["ticket_sla"], None)
+    marts = ["mart_orders_daily", "mart_tickets_daily"]
+    day.materialize(marts, str(DAY))
+    key = int(str(DAY).replace("-", ""))
+    orders = _query(
+        day.url,
+        "SELECT region_id, order_status, total_amount::float8 FROM fact_order WHERE date_key = %s",
+        key,
+    )
+    mart = {
+        region: (count, float(revenue), float(cancelled or 0))
+        for region, count, revenue, cancelled in _query(
+            day.url,
+            "SELECT region_id, orders, revenue, cancellation_rate FROM mart_orders_daily"
+            " WHERE date_key = %s",
+            key,
+        )
+    }
+    by_region: dict[object, list[tuple[str, float]]] = {}
+    for region, status, total in orders:
+        by_region.setdefault(region, []).append((status, total))
+    assert set(mart) == set(by_region)
+    for region, rows in by_region.items():
+        delivered = sum(total or 0 for status, total in rows if status == "Delivered")
+        cancelled = sum(status == "Cancelled" for status, _ in rows) / len(rows)
+        assert mart[region][0] == len(rows)
+        assert mart[region][1] == pytest.approx(delivered, abs=0.01)
+        assert mart[region][2] == pytest.approx(cancelled, abs=1e-4)
+    (tickets,) = _query(
+        day.url, "SELECT sum(tickets) FROM mart_tickets_daily WHERE date_key = %s", key
+    )[0]
+    (in_view,) = _query(day.url, "SELECT count(*) FROM ticket_sla WHERE date_key = %s", key)[0]
+    assert tickets == in_view > 0
+    columns = "date_key, region_id, orders, delivered, revenue, cancellation_rate"
+    before = _query(day.url, f"SELECT {columns} FROM mart_orders_daily ORDER BY region_id")
+    day.materialize(marts, str(DAY))
+    assert _query(day.url, f"SELECT {columns} FROM mart_orders_daily ORDER BY region_id") == before
 
 
 def test_derived_keys_point_into_the_calendar(day: Day) -> None:
