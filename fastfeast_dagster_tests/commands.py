@@ -38,3 +38,21 @@ def dagster_exports(env: dict[str, str]) -> dict[str, str]:
     output = run_command(env, "fastfeast", "db", "env").stdout
     pairs = [line.removeprefix("export ").split("=", 1) for line in output.splitlines()]
     return {name: value.strip("'") for name, value in pairs}
+
+
+def dagster_materialize(
+    env: dict[str, str], tables: list[str], partition_key: str
+) -> subprocess.CompletedProcess[str]:
+    """`dagster asset materialize` of some tables' partition, as an operator types it."""
+    return run_command(
+        env,
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "fastfeast_dagster.definitions",
+        "--select",
+        ",".join(tables),
+        "--partition",
+        partition_key,
+    )

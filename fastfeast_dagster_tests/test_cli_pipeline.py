@@ -12,7 +12,12 @@ import psycopg
 import pytest
 
 from fastfeast_dagster.synthetic import Manifest, generate
-from fastfeast_dagster_tests.commands import dagster_exports, fresh_environment, run_command
+from fastfeast_dagster_tests.commands import (
+    dagster_exports,
+    dagster_materialize,
+    fresh_environment,
+    run_command,
+)
 
 DAY_1 = dt.date(2026, 3, 2)
 DAY_2 = dt.date(2026, 3, 3)
@@ -32,18 +37,8 @@ def test_dagster_asset_materialize_loads_a_day(user_env: dict[str, str]) -> None
     generate(Path(user_env["FASTFEAST_DATA_DIR"]), DAY_1, hours=[])
     assert run_command(user_env, "fastfeast", "db", "start").returncode == 0
     env = user_env | dagster_exports(user_env)
-    result = run_command(
-        env,
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "fastfeast_dagster.definitions",
-        "--select",
-        "dim_city,dim_region,dim_segment,dim_customer",
-        "--partition",
-        DAY_1.isoformat(),
-    )
+    tables = ["dim_city", "dim_region", "dim_segment", "dim_customer"]
+    result = dagster_materialize(env, tables, DAY_1.isoformat())
     assert result.returncode == 0, result.stderr[-3000:]
     with psycopg.connect(env["FASTFEAST_DATABASE_URL"]) as conn:
         counts = dict(

@@ -21,6 +21,7 @@ from fastfeast_dagster.synthetic import generate
 from fastfeast_dagster_tests.commands import (
     BIN,
     dagster_exports,
+    dagster_materialize,
     fresh_environment,
     run_command,
 )
@@ -100,17 +101,7 @@ def test_the_daemon_fills_the_warehouse_from_the_folders(daemon_env: dict[str, s
 
     # A fact partition from the CLI, as an operator re-runs one: it succeeds and changes nothing.
     before = _count(url, "fact_order")
-    rerun = run_command(
-        daemon_env,
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "fastfeast_dagster.definitions",
-        "--select",
-        "fact_order,fact_ticket,fact_ticket_event",
-        "--partition",
-        f"{DAY}-10:00",
-    )
+    facts = ["fact_order", "fact_ticket", "fact_ticket_event"]
+    rerun = dagster_materialize(daemon_env, facts, f"{DAY}-10:00")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert _count(url, "fact_order") == before
