@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import psycopg
@@ -141,3 +142,56 @@ def test_a_missing_file_fails_the_step_with_a_clear_error(data_dir: Path, materi
     failure = result.failure_data_for_node("dim_team")
     assert failure is not None
     assert "no source file for the partition" in failure.error.message
+
+
+def _orders(data_dir: Path, content: bytes) -> None:
+    folder = data_dir / "input" / "stream" / DAY / "10"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "orders.json").write_bytes(content)
+
+
+def test_a_rejected_redelivery_keeps_the_partition_it_would_replace(
+    data_dir: Path,
+    materialize,
+    warehouse_url: str,  # type: ignore[no-untyped-def]
+) -> None:
+    order = {
+        "customer_id": None,
+        "restaurant_id": None,
+        "driver_id": None,
+        "region_id": None,
+        "order_amount": 10.0,
+        "delivery_fee": 2.0,
+        "discount_amount": 0.0,
+        "total_amount": 12.0,
+        "order_status": "Pending",
+        "payment_method": "cash",
+        "order_created_at": f"{DAY} 10:05:00",
+        "delivered_at": None,
+    }
+    ids = ["3f2b8c1e-1a2b-4c3d-8e9f-0a1b2c3d4e5f", "3f2b8c1e-1a2b-4c3d-8e9f-0a1b2c3d4e50"]
+    _orders(data_dir, json.dumps([{"order_id": i, **order} for i in ids]).encode())
+    assert materialize(["fact_order"], f"{DAY}-10:00").success
+    # The same hour re-delivered, cut off while being written.
+    _orders(data_dir, b'[{"order_id": "3f2b8c1e-1a2b-4c3d-8e9f-0a1b2c3d4e5f", "customer_id": nu')
+    assert materialize(["fact_order"], f"{DAY}-10:00").success
+    with psycopg.connect(warehouse_url) as conn:
+        assert conn.execute("SELECT count(*) FROM fact_order").fetchone() == (2,)
+        status = conn.execute(
+            "SELECT status FROM pipeline_file_log WHERE superseded_at IS NULL"
+        ).fetchall()
+        assert status == [("failed",)]
+
+
+def test_a_missing_pii_value_stays_null(data_dir: Path, materialize, warehouse_url: str) -> None:  # type: ignore[no-untyped-def]
+    _write(
+        data_dir,
+        "customers.csv",
+        b"customer_id,full_name,email,phone,region_id,segment_id,signup_date,gender,created_at,"
+        b"updated_at\n1,Ola,,N/A,,,2024-01-02,female,,\n2,Omar,o@x.io,01012345678,,,,,,\n",
+    )
+    assert materialize(["dim_customer"], DAY).success
+    with psycopg.connect(warehouse_url) as conn:
+        rows = conn.execute("SELECT email, phone FROM dim_customer ORDER BY customer_id").fetchall()
+    assert rows[0] == (None, None)
+    assert all(len(value) == 64 for value in rows[1])

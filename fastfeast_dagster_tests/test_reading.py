@@ -75,6 +75,7 @@ def test_unreadable_files_are_rejected_with_a_precise_message(
     assert result.rejection.rule == rule
     assert message in result.rejection.message
     assert result.file.size == len(content)
+    assert "1,2,3" not in result.rejection.message  # a row's values (maybe PII) are never quoted
 
 
 def test_unknown_format_is_rejected(tmp_path: Path) -> None:

@@ -89,8 +89,9 @@ def list_partition_files(contract: Contract, root: Path, kind: str) -> dict[str,
                 found[day.name] = _stat_known(day, names)
     else:
         names = _file_names(contract, "stream")
+        first_day = contract.partitions.stream_start_date.isoformat()
         for day in _subfolders(root / contract.paths.stream):
-            if not is_day(day.name):
+            if not is_day(day.name) or day.name < first_day:
                 continue
             for hour in _subfolders(day):
                 if is_hour(hour.name):

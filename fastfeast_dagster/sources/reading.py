@@ -121,7 +121,9 @@ def _read_csv(data: bytes) -> pd.DataFrame:
             ),
         )
     except pa.ArrowInvalid as error:
-        raise _Unreadable("malformed_csv", f"malformed CSV: {error}") from None
+        # Arrow quotes the offending row after the last colon; a row may hold PII.
+        problem = re.sub(r"(got \d+)\s*:.*", r"\1", str(error).splitlines()[0], flags=re.DOTALL)
+        raise _Unreadable("malformed_csv", f"malformed CSV: {problem}") from None
     return table.to_pandas(types_mapper=lambda _: TEXT_DTYPE)
 
 

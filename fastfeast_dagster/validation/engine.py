@@ -173,7 +173,7 @@ def _parse(present: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd.Series
         shaped = present.str.fullmatch(_INTEGER)
         digits = present.where(shaped).str.replace(r"\.0*$", "", regex=True)
         number = pd.to_numeric(digits, errors="coerce")
-        fits = number.abs() <= INT32_MAX
+        fits = (number >= -INT32_MAX - 1) & (number <= INT32_MAX)
         value = number.where(fits).astype("Int64")
         bad = present.notna() & ~(shaped.fillna(False) & fits.fillna(False))
         return value, bad, "not an integer in the 32-bit range"

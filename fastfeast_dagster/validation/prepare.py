@@ -68,8 +68,11 @@ def prepare_batch(
         # Clean rows take the tokens already computed for the raw text (same canonical value).
         positions = clean[ROW_COLUMN].to_numpy() - 1
         for column, tokens in masked.items():
-            clean[column] = pd.array(tokens.to_numpy()[positions], dtype=TEXT_DTYPE)
-            clean[column] = clean[column].where(validated.clean[column].notna())
+            if column not in clean.columns:
+                continue
+            present = clean[column].notna()
+            token = pd.array(tokens.to_numpy()[positions], dtype=TEXT_DTYPE)
+            clean[column] = pd.Series(token, index=clean.index).where(present)
         cleans.append(_tag(clean, name, item.partition_key))
         rejects.append(_tag(validated.rejects, name, item.partition_key))
         outcomes.append(
@@ -102,12 +105,17 @@ def _empty_clean(spec: SourceSpec) -> pd.DataFrame:
 
 
 def _mask_columns(frame: pd.DataFrame, spec: SourceSpec, key: bytes) -> dict[str, pd.Series]:
-    """Masked text of every PII column present, invalid values included (quarantine stores them)."""
-    return {
+    """Masked text of every PII column present, invalid values included (quarantine stores them).
+
+    A column the contract does not know (` email`, `Email`) may hold anything: it is masked too.
+    """
+    masked = {
         column: pii.mask(frame[column], kind, key)
         for column, kind in ((name, spec.columns[name].pii) for name in spec.pii_columns)
         if column in frame.columns and kind is not None
     }
+    unknown = [c for c in frame.columns if c not in spec.columns and c != ROW_COLUMN]
+    return masked | {column: pii.mask(frame[column], "text", key) for column in unknown}
 
 
 def _tag(frame: pd.DataFrame, file_name: str, partition_key: str) -> pd.DataFrame:

@@ -238,9 +238,14 @@ def _replace_partitions(
             pk=pk,
             referenced=sql.SQL("").join(sql.SQL(" AND ") + clause for clause in referenced),
         ),
-        (batch.partition_keys,),
+        # A partition whose file was rejected keeps its rows: no file is not "no rows".
+        ([key for key in batch.partition_keys if key not in rejected_partitions(batch)],),
     )
     return cur.rowcount
+
+
+def rejected_partitions(batch: LoadBatch) -> set[str]:
+    return {outcome.partition_key for outcome in batch.files if outcome.rejection is not None}
 
 
 def _upsert(
@@ -285,7 +290,7 @@ def _upsert(
             "WITH upserted AS ("
             " INSERT INTO {table} AS t ({target}) {rows}"
             " ON CONFLICT ({pk}) DO UPDATE SET {updates}"
-            " WHERE EXCLUDED._partition_key >= t._partition_key AND {changed}"
+            " WHERE EXCLUDED._partition_key >= t._partition_key AND ({changed}{newer})"
             " RETURNING (xmax = 0) AS inserted)"
             " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
             " FROM upserted"
@@ -296,6 +301,11 @@ def _upsert(
             rows=rows,
             updates=sql.SQL(", ").join(updates),
             changed=changed,
+            # A fact row belongs to the newest hour that carries it, changed or not, so that
+            # replacing an older hour never removes it; dimensions move only on a real change.
+            newer=sql.SQL(
+                " OR EXCLUDED._partition_key > t._partition_key" if spec.kind == "fact" else ""
+            ),
         )
     )
     inserted, updated = cur.fetchone() or (0, 0)

@@ -29,7 +29,9 @@ def _raw_key(spec: SourceSpec, column: str, null_tokens: list[str]) -> sql.Compo
     )
     if spec.columns[column].type == "int":
         # The row passed typing before it became an orphan, so `370` or `370.0` casts cleanly.
-        return sql.SQL("({})::numeric::integer").format(present)
+        return sql.SQL(
+            "CASE WHEN {0} ~ '^[+-]?[0-9]+([.]0*)?$' THEN ({0})::numeric::integer END"
+        ).format(present)
     return present
 
 
