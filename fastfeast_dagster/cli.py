@@ -12,9 +12,14 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastfeast_dagster.settings import ContractError, default_contract, state_root
 from fastfeast_dagster.warehouse.connection import WAREHOUSE_URL_ENV, redact
+
+if TYPE_CHECKING:
+    from fastfeast_dagster.warehouse.connection import DatabaseUrls
+    from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres
 
 
 class CliError(Exception):
@@ -89,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _embedded():  # type: ignore[no-untyped-def]
+def _embedded() -> EmbeddedPostgres | None:
     from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres
 
     if os.environ.get(WAREHOUSE_URL_ENV):
@@ -143,7 +148,7 @@ def _db_status(_: argparse.Namespace) -> int:
     return 0 if status.running else 3
 
 
-def _running_urls():  # type: ignore[no-untyped-def]
+def _running_urls() -> DatabaseUrls:
     from fastfeast_dagster.warehouse.connection import resolve_database_urls
 
     server = _embedded()

@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 import dagster as dg
 import pandas as pd
+import psycopg
 from psycopg import sql
 
 from fastfeast_dagster.resources.warehouse import Warehouse
@@ -79,7 +80,9 @@ def report_metadata(report: LoadReport) -> dict[str, object]:
     }
 
 
-def _row_counts(conn, schema: str, table: str, batch: LoadBatch) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def _row_counts(
+    conn: psycopg.Connection, schema: str, table: str, batch: LoadBatch
+) -> tuple[int, int]:
     query = sql.SQL(
         "SELECT count(*), count(*) FILTER (WHERE _partition_key = ANY(%s)) FROM {}"
     ).format(sql.Identifier(schema, table))
