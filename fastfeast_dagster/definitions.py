@@ -18,6 +18,7 @@ from fastfeast_dagster.assets.tables import (
 from fastfeast_dagster.checks.asset_checks import build_freshness_checks
 from fastfeast_dagster.resources.io_manager import PostgresIOManager
 from fastfeast_dagster.resources.warehouse import Warehouse
+from fastfeast_dagster.sensors.alerts import build_alert_sensors
 from fastfeast_dagster.sensors.folders import build_folder_sensor
 from fastfeast_dagster.sensors.orphans import build_orphan_retry_sensor
 from fastfeast_dagster.settings import default_contract
@@ -42,6 +43,7 @@ defs = dg.Definitions(
         dg.build_sensor_for_freshness_checks(
             freshness_checks=freshness_checks, default_status=dg.DefaultSensorStatus.RUNNING
         ),
+        *build_alert_sensors(contract),
     ],
     schedules=build_maintenance_schedules(contract),
     resources={

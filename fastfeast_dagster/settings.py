@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,7 +29,8 @@ SourceKind = Literal["dimension", "fact"]
 FolderKind = Literal["master", "batch", "stream"]
 FileFormat = Literal["csv", "json"]
 
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# `${VAR}` or `${VAR:-default}`, as in a shell: the default applies when VAR is unset.
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _NUMERIC_TYPES = {"int", "float"}
 
@@ -161,18 +163,35 @@ class Pii(_Strict):
 
 
 class Smtp(_Strict):
+    """The mail relay, as written in the contract: every field may be a `${VAR}` reference."""
+
     host: str
-    port: int
-    starttls: bool = True
+    port: int | str = 587
+    starttls: bool | str = True
     user: str | None = None
     password: str | None = None
     sender: str
     recipients: str
 
 
+@dataclass(frozen=True)
+class SmtpSettings:
+    """The mail relay with its `${VAR}` references resolved and typed."""
+
+    host: str
+    port: int
+    starttls: bool
+    user: str | None
+    password: str | None
+    sender: str
+    recipients: tuple[str, ...]
+
+
 class Alerts(_Strict):
     enabled: bool = False
+    # One mail per asset + partition + reason within this window; repeats are counted, not sent.
     rate_limit_minutes: int = Field(default=60, ge=0)
+    ui_url: str = "http://127.0.0.1:3000"
     smtp: Smtp
 
 
@@ -233,7 +252,33 @@ class Contract(_Strict):
         """Expand `${VAR}` references; only called for features that are enabled."""
         if value is None:
             return None
-        return _ENV_REFERENCE.sub(lambda match: os.environ[match.group(1)], value)
+        return _ENV_REFERENCE.sub(_expand_reference, value)
+
+    def smtp_settings(self) -> SmtpSettings:
+        """The alert relay from the environment; raises ValueError naming the field at fault."""
+        smtp = self.alerts.smtp
+        port = self.resolve_secret(str(smtp.port)) or ""
+        starttls = (self.resolve_secret(str(smtp.starttls)) or "").strip().lower()
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"alerts.smtp.port: {port!r} is not a TCP port")
+        if starttls not in ("true", "false"):
+            raise ValueError(f"alerts.smtp.starttls: {starttls!r} is not true or false")
+        recipients = tuple(
+            address.strip()
+            for address in (self.resolve_secret(smtp.recipients) or "").split(",")
+            if address.strip()
+        )
+        if not recipients:
+            raise ValueError("alerts.smtp.recipients: no address given")
+        return SmtpSettings(
+            host=self.resolve_secret(smtp.host) or "",
+            port=int(port),
+            starttls=starttls == "true",
+            user=self.resolve_secret(smtp.user) or None,
+            password=self.resolve_secret(smtp.password) or None,
+            sender=self.resolve_secret(smtp.sender) or "",
+            recipients=recipients,
+        )
 
 
 def load_contract(path: Path | str | None = None) -> Contract:
@@ -286,6 +331,11 @@ def _walk(node: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ..
         yield path, node
 
 
+def _expand_reference(match: re.Match[str]) -> str:
+    name, default = match.group(1), match.group(2)
+    return os.environ[name] if default is None else os.environ.get(name, default)
+
+
 def _check_env_references(raw: dict[str, Any]) -> Iterator[str]:
     alerts_enabled = bool((raw.get("alerts") or {}).get("enabled"))
     for path, value in _walk(raw):
@@ -295,11 +345,18 @@ def _check_env_references(raw: dict[str, Any]) -> Iterator[str]:
             key = ".".join(path)
             if path not in _SECRET_FIELDS:
                 yield f"{key}: ${{{match.group(1)}}} is allowed only in secret fields (alerts.smtp)"
-            elif alerts_enabled and match.group(1) not in os.environ:
+            elif alerts_enabled and match.group(2) is None and match.group(1) not in os.environ:
                 yield f"{key}: variable {match.group(1)} is not set and alerts are enabled"
 
 
 def _check_contract(contract: Contract) -> Iterator[str]:
+    if contract.alerts.enabled:
+        try:
+            contract.smtp_settings()
+        except KeyError:
+            pass  # an unset variable is reported by _check_env_references
+        except ValueError as error:
+            yield str(error)
     for name, pattern in contract.formats.items():
         try:
             re.compile(pattern)

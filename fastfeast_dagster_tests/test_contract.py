@@ -165,16 +165,29 @@ def test_unreadable_and_non_yaml_files_are_refused(tmp_path: Path) -> None:
 def test_smtp_secrets_are_needed_only_when_alerts_are_enabled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for variable in ("FASTFEAST_SMTP_HOST", "FASTFEAST_SMTP_PASSWORD"):
-        monkeypatch.delenv(variable, raising=False)
+    for variable in ("HOST", "PORT", "STARTTLS", "USER", "PASSWORD", "SENDER", "RECIPIENTS"):
+        monkeypatch.delenv(f"FASTFEAST_SMTP_{variable}", raising=False)
     assert load_contract(_write(tmp_path, RAW)).alerts.enabled is False
 
     enabled = _mutated(lambda raw: raw["alerts"].update(enabled=True))
     with pytest.raises(ContractError) as error:
         load_contract(_write(tmp_path, enabled))
-    assert "alerts.smtp.password: variable FASTFEAST_SMTP_PASSWORD is not set" in str(error.value)
+    assert "alerts.smtp.host: variable FASTFEAST_SMTP_HOST is not set" in str(error.value)
+    assert "FASTFEAST_SMTP_PASSWORD" not in str(error.value), "it has a default (no login)"
 
-    for variable in ("HOST", "USER", "PASSWORD", "SENDER", "RECIPIENTS"):
-        monkeypatch.setenv(f"FASTFEAST_SMTP_{variable}", f"value-{variable}")
+    monkeypatch.setenv("FASTFEAST_SMTP_HOST", "mail.internal")
+    monkeypatch.setenv("FASTFEAST_SMTP_SENDER", "etl@fastfeast.example")
+    monkeypatch.setenv("FASTFEAST_SMTP_RECIPIENTS", "oncall@ff.example, data@ff.example")
+    settings = load_contract(_write(tmp_path, enabled)).smtp_settings()
+    assert (settings.host, settings.port, settings.starttls) == ("mail.internal", 587, True)
+    assert (settings.user, settings.password) == (None, None)
+    assert settings.recipients == ("oncall@ff.example", "data@ff.example")
+
+    monkeypatch.setenv("FASTFEAST_SMTP_PASSWORD", "value-PASSWORD")
+    monkeypatch.setenv("FASTFEAST_SMTP_PORT", "smtp")
+    with pytest.raises(ContractError, match=r"alerts\.smtp\.port: 'smtp' is not a TCP port"):
+        load_contract(_write(tmp_path, enabled))
+    monkeypatch.setenv("FASTFEAST_SMTP_PORT", "2525")
     contract = load_contract(_write(tmp_path, enabled))
+    assert contract.smtp_settings().port == 2525
     assert contract.resolve_secret(contract.alerts.smtp.password) == "value-PASSWORD"

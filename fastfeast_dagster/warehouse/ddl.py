@@ -267,6 +267,20 @@ CREATE INDEX IF NOT EXISTS idx_pipeline_file_log_processed_at
     ON {schema}.pipeline_file_log (processed_at);
 CREATE INDEX IF NOT EXISTS idx_pipeline_file_log_partition
     ON {schema}.pipeline_file_log (asset_key, partition_key) WHERE superseded_at IS NULL;
+
+CREATE TABLE {schema}.alert_log (
+    alert_key text PRIMARY KEY,
+    asset_key text NOT NULL,
+    partition_key text,
+    reason text NOT NULL,
+    first_sent_at timestamptz NOT NULL DEFAULT now(),
+    last_sent_at timestamptz NOT NULL DEFAULT now(),
+    sent_count integer NOT NULL DEFAULT 1,
+    suppressed_count integer NOT NULL DEFAULT 0,
+    last_suppressed_at timestamptz
+);
+COMMENT ON TABLE {schema}.alert_log IS
+    'one row per asset + partition + reason alerted by mail; repeats within the window are counted';
 """
 
 # Calendar rows come from the contract's date range; ON CONFLICT keeps re-applying a no-op and
