@@ -32,7 +32,9 @@ class Day:
     instance: dg.DagsterInstance
     summaries: list[IngestSummary]
 
-    def materialize(self, tables: list[str], partition_key: str | None) -> None:
+    def materialize(
+        self, tables: list[str], partition_key: str | None
+    ) -> dg.ExecuteInProcessResult:
         from fastfeast_dagster.definitions import defs
 
         keys = [dg.AssetKey(table) for table in tables]
@@ -42,6 +44,7 @@ class Day:
             instance=self.instance, partition_key=partition_key, asset_selection=keys
         )
         assert result.success
+        return result
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +193,11 @@ def test_updates_win_and_replaying_an_earlier_hour_does_not_undo_them(day: Day) 
 def test_kpi_marts_match_the_facts_and_rebuild_idempotently(day: Day) -> None:
     day.materialize(["ticket_sla"], None)
     marts = ["mart_orders_daily", "mart_tickets_daily"]
-    day.materialize(marts, str(DAY))
+    result = day.materialize(marts, str(DAY))
+    kpis = {
+        event.asset_key.to_user_string(): event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
     key = int(str(DAY).replace("-", ""))
     orders = _query(
         day.url,
@@ -221,6 +228,14 @@ def test_kpi_marts_match_the_facts_and_rebuild_idempotently(day: Day) -> None:
     )[0]
     (in_view,) = _query(day.url, "SELECT count(*) FROM ticket_sla WHERE date_key = %s", key)[0]
     assert tickets == in_view > 0
+    # The day's headline numbers the UI charts across partitions.
+    headline = kpis["mart_orders_daily"]
+    assert headline["kpi/orders"].value == len(orders)
+    delivered_revenue = sum(total or 0 for _, status, total in orders if status == "Delivered")
+    assert headline["kpi/revenue"].value == pytest.approx(delivered_revenue, abs=0.01)
+    cancelled = sum(status == "Cancelled" for _, status, _ in orders) / len(orders)
+    assert headline["kpi/cancellation_rate"].value == pytest.approx(cancelled, abs=1e-4)
+    assert kpis["mart_tickets_daily"]["kpi/tickets"].value == in_view
     columns = "date_key, region_id, orders, delivered, revenue, cancellation_rate"
     before = _query(day.url, f"SELECT {columns} FROM mart_orders_daily ORDER BY region_id")
     day.materialize(marts, str(DAY))

@@ -1,11 +1,13 @@
 """KPI marts for BI tools: daily partitions, each built from its day's 24 hourly fact partitions.
 
 A day's rows are replaced in one transaction, so re-materializing a day (after a late hour or an
-orphan retry) is idempotent. Each materialization carries a markdown summary for the UI.
+orphan retry) is idempotent. Each materialization carries a markdown summary and the day's
+headline KPIs as numbers, which the UI charts across partitions.
 """
 
 import dagster as dg
 import pandas as pd
+import psycopg
 from psycopg import sql
 
 from fastfeast_dagster.resources.warehouse import Warehouse
@@ -62,15 +64,38 @@ FROM {schema}.ticket_sla WHERE date_key = {day}
 GROUP BY date_key, agent_id, team_id, priority_id
 """
 
+# The day's headline KPIs, from the mart's rows: numeric metadata that the UI plots across
+# partitions (the asset's Plots tab). Rates over regions are weighted by their denominators.
+_ORDERS_HEADLINE = """
+SELECT sum(orders) AS orders, sum(revenue) AS revenue,
+       sum(revenue) / nullif(sum(delivered), 0) AS average_order_value,
+       sum(cancellation_rate * orders) / nullif(sum(orders), 0) AS cancellation_rate,
+       sum(refund_rate * orders) / nullif(sum(orders), 0) AS refund_rate,
+       sum(average_delivery_minutes * delivered)
+           / nullif(sum(delivered) FILTER (WHERE average_delivery_minutes IS NOT NULL), 0)
+           AS average_delivery_minutes
+FROM {table} WHERE date_key = {day}
+"""
+_TICKETS_HEADLINE = """
+SELECT sum(tickets) AS tickets,
+       sum(first_response_met)::numeric / nullif(sum(first_response_judged), 0)
+           AS first_response_compliance,
+       sum(resolution_met)::numeric / nullif(sum(resolution_judged), 0) AS resolution_compliance,
+       sum(reopened)::numeric / nullif(sum(tickets), 0) AS reopen_rate
+FROM {table} WHERE date_key = {day}
+"""
+
 MARTS = {
     "mart_orders_daily": (
         _ORDERS,
+        _ORDERS_HEADLINE,
         ["fact_order"],
         "Per region and day: orders, revenue, average order value, cancellation and refund "
         "rates, average delivery minutes.",
     ),
     "mart_tickets_daily": (
         _TICKETS,
+        _TICKETS_HEADLINE,
         ["fact_ticket", "fact_ticket_event", "ticket_sla"],
         "Per agent, team, priority and day: ticket volume, first-response and resolution SLA "
         "compliance (of tickets already judged), reopen rate. Built from the ticket_sla view as "
@@ -82,7 +107,7 @@ MARTS = {
 def build_mart_asset(
     name: str, contract: Contract, daily: dg.DailyPartitionsDefinition
 ) -> dg.AssetsDefinition:
-    script, parents, description = MARTS[name]
+    script, headline_script, parents, description = MARTS[name]
 
     @dg.asset(
         name=name,
@@ -107,19 +132,33 @@ def build_mart_asset(
             conn.execute(
                 sql.SQL(script).format(schema=schema, day=sql.Literal(day))  # type: ignore[arg-type]
             )
-            with conn.cursor() as cur:
-                cur.execute(sql.SQL("SELECT * FROM {} WHERE date_key = %s").format(table), (day,))
-                columns = [column.name for column in cur.description or []]
-                frame = pd.DataFrame(cur.fetchall(), columns=columns)
+            frame = _query(conn, sql.SQL("SELECT * FROM {} WHERE date_key = %s").format(table), day)
+            headline = _query(
+                conn,
+                sql.SQL(headline_script).format(table=table, day=sql.Literal(day)),  # type: ignore[arg-type]
+            ).iloc[0]
         summary = frame.drop(columns=["date_key", "refreshed_at"]).head(20)
+        kpis = {
+            f"kpi/{kpi}": dg.MetadataValue.float(float(value))
+            for kpi, value in headline.items()
+            if pd.notna(value)
+        }
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(frame),
+                **kpis,
                 "summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
             }
         )
 
     return _mart
+
+
+def _query(conn: psycopg.Connection, query: sql.Composable, *params: object) -> pd.DataFrame:
+    with conn.cursor() as cur:
+        cur.execute(query, params or None)
+        columns = [column.name for column in cur.description or []]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
 
 
 def build_mart_assets(
