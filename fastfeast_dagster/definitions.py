@@ -27,14 +27,20 @@ contract = default_contract()
 warehouse = Warehouse()
 freshness_checks = build_freshness_checks(contract)
 
+assets = [
+    *calendar_assets,
+    *build_table_assets(contract),
+    *maintenance_assets,
+    build_quarantine_spec(contract),
+    *build_mart_assets(contract, daily_partitions(contract)),
+]
+
 defs = dg.Definitions(
-    assets=[
-        *calendar_assets,
-        *build_table_assets(contract),
-        *maintenance_assets,
-        build_quarantine_spec(contract),
-        *build_mart_assets(contract, daily_partitions(contract)),
-    ],
+    # Every asset without owners of its own (from its source in the contract) gets the default.
+    assets=dg.map_asset_specs(
+        lambda spec: spec if spec.owners else spec.replace_attributes(owners=contract.owners),
+        assets,
+    ),
     asset_checks=freshness_checks,
     sensors=[
         build_folder_sensor("batch", contract, daily_partitions(contract)),

@@ -32,6 +32,8 @@ FileFormat = Literal["csv", "json"]
 # `${VAR}` or `${VAR:-default}`, as in a shell: the default applies when VAR is unset.
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+# What Dagster accepts as an asset owner.
+_OWNER = re.compile(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
 _NUMERIC_TYPES = {"int", "float"}
 
 
@@ -104,6 +106,7 @@ class SourceSpec(_Strict):
     foreign_keys: list[ForeignKey] = []
     derived: dict[str, DerivedColumn] = {}
     rules: list[CrossFieldRule] = []
+    owners: list[str] = []
 
     def file_format(self, folder: FolderKind) -> FileFormat:
         suffix = Path(self.files[folder]).suffix.lower().lstrip(".")
@@ -208,6 +211,7 @@ class Contract(_Strict):
     quarantine: QuarantineThresholds
     calendar: Calendar
     warehouse: Warehouse
+    owners: list[str]
     null_tokens: list[str]
     formats: dict[str, str]
     pii: Pii
@@ -350,6 +354,14 @@ def _check_env_references(raw: dict[str, Any]) -> Iterator[str]:
 
 
 def _check_contract(contract: Contract) -> Iterator[str]:
+    owners = [("owners", owner) for owner in contract.owners] + [
+        (f"sources.{name}.owners", owner)
+        for name, spec in contract.sources.items()
+        for owner in spec.owners
+    ]
+    for key, owner in owners:
+        if not _OWNER.match(owner):
+            yield f"{key}: {owner!r} is neither team:<name> nor an e-mail address"
     if contract.alerts.enabled:
         try:
             contract.smtp_settings()

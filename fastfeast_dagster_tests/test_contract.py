@@ -87,6 +87,11 @@ MALFORMED: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "partitions: required key is missing",
     ),
     (
+        "owner that Dagster would refuse",
+        lambda raw: raw["sources"]["orders"].update(owners=["data team"]),
+        "sources.orders.owners: 'data team' is neither team:<name> nor an e-mail address",
+    ),
+    (
         "unknown format rule",
         lambda raw: raw["sources"]["agents"]["columns"]["agent_email"].update(format="emial"),
         "sources.agents.columns.agent_email.format: unknown format 'emial'",

@@ -131,6 +131,14 @@ def test_sensors_and_schedules_run_by_default() -> None:
     }
 
 
+def test_every_asset_is_described_and_owned(contract) -> None:
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description, key
+        assert node.owners == contract.owners == ["team:data-platform"], key
+
+
 def test_table_assets_carry_the_contract_schema(contract) -> None:
     graph = defs.resolve_asset_graph()
     for spec in contract.dimensions.values():

@@ -52,6 +52,7 @@ def build_table_asset(
         name=spec.table,
         description=spec.description,
         group_name=GROUPS[spec.kind],
+        owners=spec.owners or contract.owners,
         kinds={"postgres", "pandas"},
         partitions_def=partitions_def,
         deps=_dependencies(spec, contract),
