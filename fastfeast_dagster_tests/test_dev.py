@@ -1,9 +1,15 @@
 """`fastfeast dev` as a user starts it: files dropped in the folders load with no manual action,
-and Ctrl-C leaves no process behind."""
+the UI's GraphQL API shows the graph, partitions, checks and sensors the operator relies on, and
+Ctrl-C leaves no process behind.
+
+One server for the module (it takes a while to start); the tests run in file order and the last
+one stops it.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import signal
 import socket
@@ -11,13 +17,33 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
+import pytest
 
-from fastfeast_dagster.synthetic import generate
-from fastfeast_dagster_tests.commands import BIN, fresh_environment, run_command
+from fastfeast_dagster.assets.tables import daily_partitions, hourly_partitions
+from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.synthetic import Manifest, generate
+from fastfeast_dagster_tests.commands import (
+    BIN,
+    dagster_exports,
+    dagster_materialize,
+    fresh_environment,
+    run_command,
+)
+
+DAY = dt.date(2026, 3, 2)
+HOUR = f"{DAY}-10:00"
+REPOSITORY = {"repositoryLocationName": "fastfeast", "repositoryName": "__repository__"}
+ACTIVE_RUNS = (
+    "{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]})"
+    " { ... on Runs { results { runId } } } }"
+)
 
 
 def _free_port() -> int:
@@ -26,7 +52,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_for(predicate, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():
@@ -43,39 +69,206 @@ def _responds(url: str) -> bool:
         return False
 
 
-def test_dev_loads_dropped_files_and_stops_cleanly_on_ctrl_c() -> None:
+@dataclass
+class Dev:
+    process: subprocess.Popen[bytes]
+    state: Path
+    env: dict[str, str]
+    port: int
+    url: str
+    manifest: Manifest
+    family: list[psutil.Process] = field(default_factory=list)
+
+    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/graphql",
+            data=json.dumps({"query": query, "variables": variables}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = json.loads(response.read())
+        assert "errors" not in payload, payload["errors"]
+        return payload["data"]
+
+    def query(self, text: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(text).fetchall()
+
+    def idle(self) -> bool:
+        return self.graphql(ACTIVE_RUNS)["runsOrError"]["results"] == []
+
+
+@pytest.fixture(scope="module")
+def dev() -> Iterator[Dev]:
     state = Path(tempfile.mkdtemp(prefix="ffdev", dir="/tmp"))
     env = fresh_environment(state)
     port = _free_port()
     log = (state / "dev.log").open("w")
-    dev = subprocess.Popen(
+    process = subprocess.Popen(
         [BIN / "fastfeast", "dev", "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    family: list[psutil.Process] = []
     try:
         _wait_for(lambda: _responds(f"http://127.0.0.1:{port}/server_info"), 180, "the UI")
-        manifest = generate(state / "incoming", dt.date(2026, 3, 2), hours=[10])
-        shutil.copytree(state / "incoming", state / "data")
+        manifest = generate(state / "incoming", DAY, hours=[10])
         url = run_command(env, "fastfeast", "db", "url").stdout.strip()
-        expected = manifest.tables["fact_order"]["expected_rows"]
-
-        def loaded() -> bool:
-            with psycopg.connect(url) as conn:
-                (count,) = conn.execute("SELECT count(*) FROM fact_order").fetchone()
-                return count == expected
-
-        _wait_for(loaded, 300, f"{expected} orders in the warehouse")
-        family = psutil.Process(dev.pid).children(recursive=True)
-        assert family, "dagster dev runs its webserver and daemon as children"
+        yield Dev(process, state, env, port, url, manifest)
     finally:
-        dev.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal sends
-        dev.wait(timeout=150)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=150)
         log.close()
-        alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         run_command(env, "fastfeast", "db", "stop")
-    assert alive == [], (alive, (state / "dev.log").read_text()[-3000:])
-    shutil.rmtree(state, ignore_errors=True)
+
+
+def test_dropped_files_load_with_no_manual_action(dev: Dev) -> None:
+    shutil.copytree(dev.state / "incoming", dev.state / "data")
+    expected = dev.manifest.tables["fact_order"]["expected_rows"]
+    _wait_for(
+        lambda: dev.query("SELECT count(*) FROM fact_order") == [(expected,)],
+        300,
+        f"{expected} orders in the warehouse",
+    )
+    _wait_for(dev.idle, 300, "the sensor-launched runs to finish")
+    events = dev.manifest.tables["fact_ticket_event"]["expected_rows"]
+    assert dev.query("SELECT count(*) FROM fact_ticket_event") == [(events,)]
+    dev.family = psutil.Process(dev.process.pid).children(recursive=True)
+    assert dev.family, "dagster dev runs its webserver and daemon as children"
+
+
+def test_the_asset_graph_in_the_ui_follows_the_contract(dev: Dev, contract: Contract) -> None:
+    nodes = dev.graphql(
+        "{ assetNodes { assetKey { path } dependencyKeys { path } groupName kinds description"
+        " owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }"
+        " partitionDefinition { type } } }"
+    )["assetNodes"]
+    by_name = {node["assetKey"]["path"][-1]: node for node in nodes}
+    tables = {spec.table: spec for spec in contract.sources.values()}
+    for table, spec in tables.items():
+        node = by_name[table]
+        parents = {key["path"][-1] for key in node["dependencyKeys"]}
+        # Edges between tables are exactly the contract's foreign keys.
+        assert parents & set(tables) == {
+            contract.sources[fk.references].table for fk in spec.foreign_keys
+        }, table
+        assert node["groupName"] == {"dimension": "dimensions", "fact": "facts"}[spec.kind]
+        assert set(node["kinds"]) == {"postgres", "pandas"}
+        assert node["description"] == spec.description
+        assert node["partitionDefinition"]["type"] == "TIME_WINDOW"
+    for node in nodes:
+        assert node["owners"] == [{"team": "data-platform"}], node["assetKey"]
+    assert {key["path"][-1] for key in by_name["quarantine"]["dependencyKeys"]} == set(tables)
+
+
+def test_partition_counts_in_the_ui_match_the_file_log(dev: Dev, contract: Contract) -> None:
+    loaded = dict(
+        dev.query(
+            "SELECT asset_key, count(DISTINCT partition_key) FROM pipeline_file_log"
+            " WHERE superseded_at IS NULL AND status = 'success' GROUP BY asset_key"
+        )
+    )
+    assert loaded["dim_customer"] == 2, "the master snapshot and the batch day"
+    assert loaded["fact_order"] == 1
+    partitions = {
+        "dimension": len(daily_partitions(contract).get_partition_keys()),
+        "fact": len(hourly_partitions(contract).get_partition_keys()),
+    }
+    for spec in contract.sources.values():
+        stats = dev.graphql(
+            "query Stats($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {"
+            " ... on AssetNode { partitionStats { numMaterialized numPartitions numFailed } } } }",
+            path=[spec.table],
+        )["assetNodeOrError"]["partitionStats"]
+        assert stats["numMaterialized"] == loaded.get(spec.table, 0), spec.table
+        assert stats["numFailed"] == 0, spec.table
+        # An hour boundary may pass between the two counts.
+        assert stats["numPartitions"] - partitions[spec.kind] in (0, 1), spec.table
+
+
+def test_check_results_in_the_ui_match_the_warehouse(dev: Dev) -> None:
+    def latest(table: str, check: str, partition: str) -> dict[str, Any]:
+        (execution,) = dev.graphql(
+            "query Checks($path: [String!]!, $check: String!, $partition: String) {"
+            " assetCheckExecutions(assetKey: {path: $path}, checkName: $check,"
+            "  partition: $partition, limit: 1) { status evaluation { partition"
+            "  metadataEntries { label ... on FloatMetadataEntry { floatValue } } } } }",
+            path=[table],
+            check=check,
+            partition=partition,
+        )["assetCheckExecutions"]
+        return execution
+
+    for table, partition in [("dim_customer", str(DAY)), ("fact_order", HOUR)]:
+        suite = latest(table, "great_expectations", partition)
+        assert suite["status"] == "SUCCEEDED", (table, suite)
+        assert suite["evaluation"]["partition"] == partition
+        rate = latest(table, "quarantine_rate", partition)
+        shown = {
+            entry["label"]: entry.get("floatValue")
+            for entry in rate["evaluation"]["metadataEntries"]
+        }
+        ((quarantined, total),) = dev.query(
+            "SELECT sum(quarantined), sum(total_records) FROM pipeline_file_log"
+            f" WHERE asset_key = '{table}' AND partition_key = '{partition}'"
+            " AND superseded_at IS NULL"
+        )
+        assert shown["quarantine_rate"] == pytest.approx(quarantined / total)
+        assert rate["status"] == ("SUCCEEDED" if quarantined / total <= 0.05 else "FAILED")
+
+
+def test_a_mart_materialized_from_the_cli_is_charted_in_the_ui(dev: Dev) -> None:
+    # As an operator types it, after `eval "$(fastfeast db env)"`: the same instance as the UI.
+    env = dev.env | dagster_exports(dev.env)
+    result = dagster_materialize(env, ["mart_orders_daily"], str(DAY))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (materialization,) = dev.graphql(
+        '{ assetNodeOrError(assetKey: {path: ["mart_orders_daily"]}) { ... on AssetNode {'
+        " assetMaterializations(limit: 1) { partition metadataEntries { label"
+        " ... on FloatMetadataEntry { floatValue } } } } } }"
+    )["assetNodeOrError"]["assetMaterializations"]
+    assert materialization["partition"] == str(DAY)
+    # The numeric entries are what the asset's Plots tab draws, one point per partition.
+    kpis = {
+        entry["label"]: entry["floatValue"]
+        for entry in materialization["metadataEntries"]
+        if entry["label"].startswith("kpi/")
+    }
+    ((orders,),) = dev.query("SELECT count(*) FROM fact_order")
+    assert kpis["kpi/orders"] == orders
+    assert {"kpi/revenue", "kpi/average_order_value", "kpi/cancellation_rate"} <= set(kpis)
+
+
+def test_sensors_and_schedules_run_in_the_ui(dev: Dev) -> None:
+    data = dev.graphql(
+        "query State($repo: RepositorySelector!) {"
+        " sensorsOrError(repositorySelector: $repo) { ... on Sensors { results {"
+        "  name sensorState { status } } } }"
+        " schedulesOrError(repositorySelector: $repo) { ... on Schedules { results {"
+        "  name scheduleState { status } } } } }",
+        repo=REPOSITORY,
+    )
+    sensors = {s["name"]: s["sensorState"]["status"] for s in data["sensorsOrError"]["results"]}
+    assert sensors == {
+        "batch_files_sensor": "RUNNING",
+        "stream_files_sensor": "RUNNING",
+        "orphan_retry_sensor": "RUNNING",
+        "freshness_checks_sensor": "RUNNING",
+        "alert_on_run_failure": "STOPPED",
+        "alert_on_check_failure": "STOPPED",
+    }
+    schedules = data["schedulesOrError"]["results"]
+    assert {s["name"]: s["scheduleState"]["status"] for s in schedules} == {
+        "ticket_sla_refresh": "RUNNING",
+        "true_orphan_promotion": "RUNNING",
+    }
+
+
+def test_ctrl_c_stops_everything(dev: Dev) -> None:
+    assert dev.family, "the load test recorded dagster dev's processes"
+    dev.process.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal sends
+    dev.process.wait(timeout=150)
+    alive = [p for p in dev.family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], (alive, (dev.state / "dev.log").read_text()[-3000:])
