@@ -11,7 +11,7 @@ import pytest
 
 from fastfeast_dagster.assets.tables import daily_partitions
 from fastfeast_dagster.definitions import defs
-from fastfeast_dagster.sensors.folders import Cursor, build_folder_sensor
+from fastfeast_dagster.sensors.folders import Cursor, FoundFile, build_folder_sensor, scan
 from fastfeast_dagster.settings import Contract
 
 SETTLE = 1.0
@@ -103,3 +103,36 @@ def test_catch_up_covers_master_and_every_past_day(
     time.sleep(SETTLE + 0.1)
     later = _tick(contract, instance, result.cursor)
     assert later.run_requests == []
+
+
+def test_a_folder_dated_ahead_waits_without_holding_back_the_days_after_it() -> None:
+    second = 1_000_000_000
+
+    def files(day: str, ctime_s: int) -> list[FoundFile]:
+        path = Path(day) / "teams.csv"
+        return [FoundFile("teams", path, 10, ctime_s * second, ctime_s * second)]
+
+    options = {"settle_seconds": 5, "max_requests": 10}
+    early = {"2026-03-05": files("2026-03-05", 100)}  # written before its date
+    first = scan(early, Cursor(), now_ns=200 * second, last_partition_key="2026-03-02", **options)
+    assert first.ready == [] and first.cursor.waiting == ["2026-03-05"]
+
+    # Days keep arriving: they run, and the watermark moves past the early folder's file.
+    days = early | {"2026-03-02": files("2026-03-02", 300)}
+    second_scan = scan(
+        days, first.cursor, now_ns=400 * second, last_partition_key="2026-03-02", **options
+    )
+    assert [p.partition_key for p in second_scan.ready] == ["2026-03-02"]
+    assert second_scan.cursor.watermark_ns == 300 * second
+    assert second_scan.cursor.waiting == ["2026-03-05"]
+
+    # Its date comes: the folder is taken whole though its file is below the watermark.
+    dated = scan(
+        days, second_scan.cursor, now_ns=500 * second, last_partition_key="2026-03-05", **options
+    )
+    assert [p.partition_key for p in dated.ready] == ["2026-03-05"]
+    assert dated.cursor.waiting == []
+    again = scan(
+        days, dated.cursor, now_ns=600 * second, last_partition_key="2026-03-05", **options
+    )
+    assert again.ready == []

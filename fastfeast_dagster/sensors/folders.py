@@ -3,7 +3,8 @@
 A tick only lists folders and `stat`s files (md5 belongs to the asset: a tick has 60 s). The
 cursor is a watermark on the files' change time (ctime, which a copy or a rewrite always moves,
 unlike a preserved mtime) plus the fingerprints emitted above it, so it stays small however many
-partitions exist. The first tick has no watermark: everything present and not yet run is
+partitions exist; a folder dated beyond the last partition is listed as waiting instead of holding
+the watermark back until its date. The first tick has no watermark: everything present and not yet run is
 requested, which is the startup catch-up. The run key is `kind:partition:fingerprint` of the
 files taken, so the same files never run twice (Dagster skips a run key it has seen) and a
 changed or late file re-runs its partition.
@@ -44,17 +45,30 @@ class Cursor:
     watermark_ns: int = 0
     recent: dict[str, str] = field(default_factory=dict)  # partition → fingerprint above watermark
     pending: int = 0  # candidate files not yet settled (read by `fastfeast ingest`)
+    # Folders dated beyond the last partition: taken whole once their date comes, so they need
+    # not hold the watermark back meanwhile.
+    waiting: list[str] = field(default_factory=list)
 
     @classmethod
     def loads(cls, text: str | None) -> Cursor:
         if not text:
             return cls()
         raw = json.loads(text)
-        return cls(raw.get("watermark_ns", 0), raw.get("recent", {}), raw.get("pending", 0))
+        return cls(
+            raw.get("watermark_ns", 0),
+            raw.get("recent", {}),
+            raw.get("pending", 0),
+            raw.get("waiting", []),
+        )
 
     def dumps(self) -> str:
         return json.dumps(
-            {"watermark_ns": self.watermark_ns, "recent": self.recent, "pending": self.pending},
+            {
+                "watermark_ns": self.watermark_ns,
+                "recent": self.recent,
+                "pending": self.pending,
+                "waiting": self.waiting,
+            },
             sort_keys=True,
         )
 
@@ -112,17 +126,29 @@ def scan(
     settle_ns = int(settle_seconds * 1e9)
     ready: list[ReadyPartition] = []
     held_back: list[int] = []  # ctimes of candidates not taken this tick
+    waiting: set[str] = set()
     pending = 0
     for key in sorted(partitions):
         files = partitions[key]
-        candidates = [f for f in files if f.ctime_ns > cursor.watermark_ns]
+        was_waiting = key in cursor.waiting
+        if was_waiting:
+            candidates = files
+        else:
+            candidates = [f for f in files if f.ctime_ns > cursor.watermark_ns]
         if not candidates:
             continue
+        if last_partition_key is not None and key > last_partition_key:
+            waiting.add(key)
+            continue
         unsettled = [f for f in files if now_ns - f.ctime_ns < settle_ns]
-        beyond = last_partition_key is not None and key > last_partition_key
-        if unsettled or beyond or len(ready) >= max_requests:
+        if unsettled or len(ready) >= max_requests:
             pending += len(unsettled)
-            held_back += [f.ctime_ns for f in candidates]
+            # A partition that waited for its date may sit below the watermark: it keeps
+            # waiting rather than pulling the watermark back over everything after it.
+            if was_waiting:
+                waiting.add(key)
+            else:
+                held_back += [f.ctime_ns for f in candidates]
             continue
         partition = ReadyPartition(key, candidates)
         if cursor.recent.get(key) != partition.fingerprint:
@@ -143,7 +169,7 @@ def scan(
         for key, fingerprint in recent.items()
         if any(f.ctime_ns > watermark for f in partitions.get(key, []))
     }
-    return Scan(ready, Cursor(watermark, recent, pending))
+    return Scan(ready, Cursor(watermark, recent, pending, sorted(waiting)))
 
 
 def build_folder_sensor(
