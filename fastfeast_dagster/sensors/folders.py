@@ -3,11 +3,11 @@
 A tick only lists folders and `stat`s files (md5 belongs to the asset: a tick has 60 s). The
 cursor is a watermark on the files' change time (ctime, which a copy or a rewrite always moves,
 unlike a preserved mtime) plus the fingerprints emitted above it, so it stays small however many
-partitions exist; a folder dated beyond the last partition is listed as waiting instead of holding
-the watermark back until its date. The first tick has no watermark: everything present and not yet run is
-requested, which is the startup catch-up. The run key is `kind:partition:fingerprint` of the
-files taken, so the same files never run twice (Dagster skips a run key it has seen) and a
-changed or late file re-runs its partition.
+partitions exist; a folder dated beyond the last partition is listed as waiting instead of
+holding the watermark back until its date. The first tick has no watermark: everything present
+and not yet run is requested, which is the startup catch-up. The run key is
+`kind:partition:fingerprint` of the files taken, so the same files never run twice (Dagster skips
+a run key it has seen) and a changed or late file re-runs its partition.
 """
 
 from __future__ import annotations
