@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 
 import dagster as dg
+from dagster._core.instance.ref import InstanceRef
 
 from fastfeast_dagster.definitions import defs
+from fastfeast_dagster.settings import PROJECT_ROOT
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres
 from fastfeast_dagster_tests.commands import run_command
 
@@ -185,6 +187,14 @@ def test_dagster_cli_validates_the_workspace(pg_server: EmbeddedPostgres, tmp_pa
     result = run_command(env, "dagster", "definitions", "validate", "-w", "workspace.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "All code locations passed validation" in result.stderr + result.stdout
+
+
+def test_the_instance_retries_a_failed_run_once(pg_server: EmbeddedPostgres, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The instance `fastfeast dev` and the daemon use, loaded from the project's dagster.yaml.
+    monkeypatch.setenv("FASTFEAST_DAGSTER_PG_URL", pg_server.url("dagster", driver="psycopg2"))
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(PROJECT_ROOT))) as instance:
+        assert instance.run_retries_enabled
+        assert instance.run_retries_max_retries == 1
 
 
 def test_calendar_assets_materialize_into_the_warehouse(warehouse_url: str) -> None:
