@@ -136,3 +136,24 @@ def test_a_folder_dated_ahead_waits_without_holding_back_the_days_after_it() -> 
         days, dated.cursor, now_ns=600 * second, last_partition_key="2026-03-05", **options
     )
     assert again.ready == []
+
+
+def test_a_folder_moved_in_with_old_files_is_taken(
+    contract: Contract, data_dir: Path, instance: dg.DagsterInstance
+) -> None:
+    # Prepared elsewhere first: `mv` keeps the files' ctimes, older than what the sensor took.
+    staged = data_dir / "staging" / "2026-03-03"
+    _write(staged, "teams.csv", "team_id,team_name\n1,Refunds\n")
+    batch = data_dir / "input" / "batch"
+    _write(batch / "2026-03-02", "teams.csv", "team_id,team_name\n1,Refunds\n")
+    time.sleep(SETTLE + 0.1)
+    taken = _tick(contract, instance, None)
+    assert [r.partition_key for r in taken.run_requests] == ["2026-03-02"]
+
+    staged.rename(batch / "2026-03-03")
+    # A producer starting an atomic write in a folder already taken changes nothing yet.
+    _write(batch / "2026-03-02", ".teams.csv.tmp", "team_id,team_name\n")
+    time.sleep(SETTLE + 0.1)
+    moved = _tick(contract, instance, taken.cursor)
+    assert [r.partition_key for r in moved.run_requests] == ["2026-03-03"]
+    assert _tick(contract, instance, moved.cursor).run_requests == []

@@ -38,6 +38,8 @@ class FoundFile:
     size: int
     mtime_ns: int
     ctime_ns: int
+    # (folder, mtime, ctime) from the file's folder up to, not including, the watched root.
+    folders: tuple[tuple[Path, int, int], ...] = ()
 
 
 @dataclass
@@ -100,7 +102,7 @@ def list_partition_files(contract: Contract, root: Path, kind: str) -> dict[str,
         batch_root = root / contract.paths.batch
         for day in _subfolders(batch_root):
             if is_day(day.name) and day.name > master_partition_key(contract):
-                found[day.name] = _stat_known(day, names)
+                found[day.name] = _stat_known(day, names, (day,))
     else:
         names = _file_names(contract, "stream")
         first_day = contract.partitions.stream_start_date.isoformat()
@@ -109,7 +111,8 @@ def list_partition_files(contract: Contract, root: Path, kind: str) -> dict[str,
                 continue
             for hour in _subfolders(day):
                 if is_hour(hour.name):
-                    found[hour_partition_key(day.name, hour.name)] = _stat_known(hour, names)
+                    key = hour_partition_key(day.name, hour.name)
+                    found[key] = _stat_known(hour, names, (hour, day))
     return {key: files for key, files in found.items() if files}
 
 
@@ -124,6 +127,7 @@ def scan(
 ) -> Scan:
     """Which partitions are ready to run, and the next cursor. Pure: no I/O."""
     settle_ns = int(settle_seconds * 1e9)
+    moved_in = _moved_in_folders(partitions, cursor.watermark_ns)
     ready: list[ReadyPartition] = []
     held_back: list[int] = []  # ctimes of candidates not taken this tick
     waiting: set[str] = set()
@@ -134,7 +138,12 @@ def scan(
         if was_waiting:
             candidates = files
         else:
-            candidates = [f for f in files if f.ctime_ns > cursor.watermark_ns]
+            candidates = [
+                f
+                for f in files
+                if f.ctime_ns > cursor.watermark_ns
+                or any(folder in moved_in for folder, _, _ in f.folders)
+            ]
         if not candidates:
             continue
         if last_partition_key is not None and key > last_partition_key:
@@ -143,21 +152,22 @@ def scan(
         unsettled = [f for f in files if now_ns - f.ctime_ns < settle_ns]
         if unsettled or len(ready) >= max_requests:
             pending += len(unsettled)
+            candidate_times = [_seen_at(f, moved_in) for f in candidates]
             # A partition that waited for its date may sit below the watermark: it keeps
             # waiting rather than pulling the watermark back over everything after it.
             if was_waiting:
                 waiting.add(key)
             else:
-                held_back += [f.ctime_ns for f in candidates]
+                held_back += candidate_times
             continue
         partition = ReadyPartition(key, candidates)
         if cursor.recent.get(key) != partition.fingerprint:
             ready.append(partition)
     all_candidates = [
-        f.ctime_ns
+        seen
         for files in partitions.values()
         for f in files
-        if f.ctime_ns > cursor.watermark_ns
+        if (seen := _seen_at(f, moved_in)) > cursor.watermark_ns
     ]
     watermark = (min(held_back) - 1) if held_back else max([cursor.watermark_ns, *all_candidates])
     recent = {
@@ -170,6 +180,33 @@ def scan(
         if any(f.ctime_ns > watermark for f in partitions.get(key, []))
     }
     return Scan(ready, Cursor(watermark, recent, pending, sorted(waiting)))
+
+
+def _moved_in_folders(partitions: dict[str, list[FoundFile]], watermark_ns: int) -> set[Path]:
+    """Folders moved in whole after the watermark, with files the sensor never saw.
+
+    `mv` within a filesystem keeps the files' ctimes; only the moved folder's own ctime moves.
+    Its mtime does not (its entries are unchanged), which tells a move apart from a file being
+    added to the folder (that changes both, and the new file is taken the ordinary way).
+    """
+    newest_inside: dict[Path, int] = {}
+    moved: set[Path] = set()
+    for files in partitions.values():
+        for found in files:
+            inside = found.ctime_ns
+            for folder, mtime, ctime in found.folders:  # innermost first
+                newest_inside[folder] = max(newest_inside.get(folder, 0), inside)
+                if ctime > watermark_ns >= mtime:
+                    moved.add(folder)
+                inside = max(inside, ctime)
+    return {folder for folder in moved if newest_inside[folder] <= watermark_ns}
+
+
+def _seen_at(found: FoundFile, moved_in: set[Path]) -> int:
+    """When the file became visible: its ctime, or the ctime of the folder it was moved in with."""
+    return max(
+        [found.ctime_ns, *(ctime for folder, _, ctime in found.folders if folder in moved_in)]
+    )
 
 
 def build_folder_sensor(
@@ -250,8 +287,19 @@ def _subfolders(path: Path) -> list[Path]:
     return [entry for entry in path.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
 
 
-def _stat_known(folder: Path, names: dict[str, str]) -> list[FoundFile]:
+def _times(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def _stat_known(
+    folder: Path, names: dict[str, str], folders: tuple[Path, ...] = ()
+) -> list[FoundFile]:
     """Files with a contract name; temporary (`*.tmp`) and hidden files never match one."""
+    try:
+        chain = tuple((path, *_times(path)) for path in folders)
+    except FileNotFoundError:
+        return []  # the folder went away while listing
     found = []
     for file_name, source in names.items():
         try:
@@ -259,6 +307,13 @@ def _stat_known(folder: Path, names: dict[str, str]) -> list[FoundFile]:
         except FileNotFoundError:
             continue
         found.append(
-            FoundFile(source, folder / file_name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+            FoundFile(
+                source,
+                folder / file_name,
+                stat.st_size,
+                stat.st_mtime_ns,
+                stat.st_ctime_ns,
+                chain,
+            )
         )
     return found
