@@ -3,7 +3,8 @@
 This is the daemon's loop without the daemon, for cron, CI and catch-up. Requests are evaluated by
 the real sensors and executed through Dagster on the configured instance, tagged with the sensor's
 name and run key exactly as the daemon tags them, so the daemon and `fastfeast ingest` never run
-the same files twice.
+the same files twice. Its sensor cursors are kept on the instance between calls (apart from the
+daemon's), so a call costs a folder listing, not a run-key lookup per partition ever seen.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fastfeast_dagster.sensors.folders import FOLDER_SENSOR_NAMES, Cursor
 # Evaluated in this order each round: a day's dimensions before its hours' facts, then the retry
 # of orphans whose parents those runs brought.
 SENSOR_ORDER = (FOLDER_SENSOR_NAMES["batch"], FOLDER_SENSOR_NAMES["stream"], "orphan_retry_sensor")
+CURSOR_KEY_PREFIX = "fastfeast/ingest/cursor/"
 
 
 @dataclass
@@ -51,7 +53,10 @@ def ingest(
 ) -> IngestSummary:
     summary = IngestSummary()
     sensors = [defs.resolve_sensor_def(name) for name in _present(defs)]
-    cursors: dict[str, str | None] = {sensor.name: None for sensor in sensors}
+    stored = instance.daemon_cursor_storage.get_cursor_values(
+        {CURSOR_KEY_PREFIX + sensor.name for sensor in sensors}
+    )
+    cursors = {sensor.name: stored.get(CURSOR_KEY_PREFIX + sensor.name) for sensor in sensors}
     deadline = time.monotonic() + max_wait_seconds
     while True:
         launched = 0
@@ -64,7 +69,6 @@ def ingest(
                 resources=defs.resources,
             ) as context:
                 tick = sensor.evaluate_tick(context)
-            cursors[sensor.name] = tick.cursor
             if sensor.name in FOLDER_SENSOR_NAMES.values():
                 pending += Cursor.loads(tick.cursor).pending
             for request in tick.run_requests or []:
@@ -75,6 +79,13 @@ def ingest(
                 launched += 1
                 if on_run is not None:
                     on_run(outcome)
+            # Stored once the tick's runs exist: an interrupted call re-evaluates them next time
+            # and the run keys keep them from running twice.
+            if tick.cursor is not None and tick.cursor != cursors[sensor.name]:
+                cursors[sensor.name] = tick.cursor
+                instance.daemon_cursor_storage.set_cursor_values(
+                    {CURSOR_KEY_PREFIX + sensor.name: tick.cursor}
+                )
         if launched:
             continue
         if pending and time.monotonic() < deadline:

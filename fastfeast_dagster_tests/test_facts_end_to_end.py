@@ -14,7 +14,8 @@ import dagster as dg
 import psycopg
 import pytest
 
-from fastfeast_dagster.ingest import IngestSummary, ingest
+from fastfeast_dagster.ingest import CURSOR_KEY_PREFIX, IngestSummary, ingest
+from fastfeast_dagster.sensors.folders import FOLDER_SENSOR_NAMES, Cursor
 from fastfeast_dagster.settings import Contract, load_contract
 from fastfeast_dagster.synthetic import Manifest, generate
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database
@@ -81,6 +82,23 @@ def test_the_sensors_ran_every_partition_once_and_the_late_hour_last(day: Day) -
     assert len(first_keys) == len(set(first_keys)) == 2 + 23  # master, the day, 23 hours
     late_hour = Path(day.manifest.late_files[0]).parent.name
     assert [run.partition_key for run in second.runs] == [f"{DAY}-{late_hour}:00"]
+
+
+def test_ingest_keeps_its_cursors_so_a_quiet_call_requests_nothing(day: Day) -> None:
+    from fastfeast_dagster.definitions import defs
+
+    names = list(FOLDER_SENSOR_NAMES.values())
+    stored = day.instance.daemon_cursor_storage.get_cursor_values(
+        {CURSOR_KEY_PREFIX + name for name in names}
+    )
+    for name in names:
+        cursor = stored[CURSOR_KEY_PREFIX + name]
+        assert Cursor.loads(cursor).watermark_ns > 0, name
+        with dg.build_sensor_context(
+            instance=day.instance, cursor=cursor, definitions=defs, resources=defs.resources
+        ) as context:
+            tick = defs.resolve_sensor_def(name).evaluate_tick(context)
+        assert tick.run_requests == [], name
 
 
 def test_fact_tables_hold_exactly_the_expected_rows(day: Day) -> None:
