@@ -23,10 +23,18 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry |= {
-            key: value
+            key: _plain(value)
             for key, value in vars(record).items()
             if key not in _STANDARD and not key.startswith("_")
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return json.dumps(entry)
+
+
+def _plain(value: object) -> object:
+    # Extras Dagster attaches are often NamedTuples (metadata values) that refuse iteration, which
+    # json.dumps would attempt: anything but a JSON scalar goes out as its text.
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
