@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import time
 from collections import Counter
@@ -297,33 +298,46 @@ def test_orphans_resolve_when_their_parents_arrive_and_the_rest_become_true_orph
         retried = [run for run in summary.runs if run.sensor == "orphan_retry_sensor"]
         assert retried and all(run.success for run in retried)
 
-    loaded = _query(url, "SELECT order_id FROM fact_order WHERE order_id = ANY(%s)", late)
-    assert sorted(row[0] for row in loaded) == sorted(late)
-    resolved = _query(
-        url,
-        "SELECT count(*) FROM quarantine WHERE resolved_at IS NOT NULL"
-        " AND raw_data ->> 'order_id' = ANY(%s)",
-        late,
-    )
-    assert resolved == [(len(late),)]
+        loaded = _query(url, "SELECT order_id FROM fact_order WHERE order_id = ANY(%s)", late)
+        assert sorted(row[0] for row in loaded) == sorted(late)
+        resolved = _query(
+            url,
+            "SELECT count(*) FROM quarantine WHERE resolved_at IS NOT NULL"
+            " AND raw_data ->> 'order_id' = ANY(%s)",
+            late,
+        )
+        assert resolved == [(len(late),)]
 
-    time.sleep(1.1)
-    with psycopg.connect(url) as conn:
-        promoted, waiting_after = promote_true_orphans(conn, contract, window_hours=1 / 3600)
-        again, _ = promote_true_orphans(conn, contract, window_hours=1 / 3600)
-    open_orphans = _query(
-        url,
-        "SELECT count(*) FROM quarantine WHERE rejection_stage = 'orphan'"
-        " AND resolved_at IS NULL AND superseded_at IS NULL",
-    )[0][0]
-    assert promoted == open_orphans > 0
-    assert (again, waiting_after) == (0, 0)
-    mismatched = _query(
-        url,
-        "SELECT count(*) FROM true_orphan t JOIN quarantine q USING (quarantine_id)"
-        " WHERE t.first_seen_at <> q.quarantined_at OR t.unresolved_fk <> q.rejection_column",
-    )
-    assert mismatched == [(0,)]
+        time.sleep(1.1)
+        with psycopg.connect(url) as conn:
+            promoted, waiting_after = promote_true_orphans(conn, contract, window_hours=1 / 3600)
+            again, _ = promote_true_orphans(conn, contract, window_hours=1 / 3600)
+        open_orphans = _query(
+            url,
+            "SELECT count(*) FROM quarantine WHERE rejection_stage = 'orphan'"
+            " AND resolved_at IS NULL AND superseded_at IS NULL",
+        )[0][0]
+        assert promoted == open_orphans > 0
+        assert (again, waiting_after) == (0, 0)
+        mismatched = _query(
+            url,
+            "SELECT count(*) FROM true_orphan t JOIN quarantine q USING (quarantine_id)"
+            " WHERE t.first_seen_at <> q.quarantined_at OR t.unresolved_fk <> q.rejection_column",
+        )
+        assert mismatched == [(0,)]
+
+        # A re-delivery of an hour, rows in another order: its orphans are quarantined again
+        # under new source rows, but a true orphan is a record, promoted once.
+        orders = data_dir / "input" / "stream" / str(DAY) / "10" / "orders.json"
+        records = json.loads(orders.read_text())
+        orders.write_text(json.dumps(records[::-1]))
+        time.sleep(contract.sensors.settle_seconds + 0.5)
+        redelivered = ingest(defs, instance, log_level="WARNING")
+        assert [run.partition_key for run in redelivered.runs] == [f"{DAY}-10:00"]
+        time.sleep(1.1)
+        with psycopg.connect(url) as conn:
+            assert promote_true_orphans(conn, contract, window_hours=1 / 3600) == (0, 0)
+        assert _query(url, "SELECT count(*) FROM true_orphan") == [(promoted,)]
 
 
 def test_a_range_of_hours_reloads_in_one_run_and_one_transaction(

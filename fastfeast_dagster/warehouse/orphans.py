@@ -20,9 +20,13 @@ _OPEN_ORPHANS = (
 )
 
 
-def _raw_key(spec: SourceSpec, column: str, null_tokens: list[str]) -> sql.Composable:
+def _raw_key(
+    spec: SourceSpec, column: str, null_tokens: list[str], alias: str = "q"
+) -> sql.Composable:
     """The raw text of a key as the parent's type; NULL for any null token."""
-    raw = sql.SQL("nullif(btrim(q.raw_data ->> {}), '')").format(sql.Literal(column))
+    raw = sql.SQL("nullif(btrim({}.raw_data ->> {}), '')").format(
+        sql.Identifier(alias), sql.Literal(column)
+    )
     tokens = sql.SQL(", ").join(sql.Literal(token) for token in null_tokens if token)
     present = sql.SQL("CASE WHEN lower({raw}) IN ({tokens}) THEN NULL ELSE {raw} END").format(
         raw=raw, tokens=tokens
@@ -78,39 +82,60 @@ def open_orphan_partitions(conn: psycopg.Connection, contract: Contract) -> set[
 def promote_true_orphans(
     conn: psycopg.Connection, contract: Contract, window_hours: float
 ) -> tuple[int, int]:
-    """Record orphans older than the window as true orphans (once); returns (promoted, waiting)."""
+    """Record orphans older than the window as true orphans; returns (promoted, waiting).
+
+    A true orphan is a source record (table + primary key), recorded once: a re-delivered hour
+    quarantines its orphans again under new quarantine rows, which must not promote them twice.
+    """
     schema = contract.warehouse.schema_name
-    quarantine = sql.Identifier(schema, "quarantine")
+    promoted = waiting = 0
     with conn.transaction():
-        promoted = conn.execute(
-            sql.SQL(
-                """
-                INSERT INTO {true_orphan} (quarantine_id, source_file, source_table,
-                    partition_key, unresolved_fk, raw_data, first_seen_at)
-                SELECT q.quarantine_id, q.source_file, q.source_table, q.partition_key,
-                    (SELECT string_agg(DISTINCT r ->> 'column', ',')
-                       FROM jsonb_array_elements(q.reasons) AS r
-                      WHERE r ->> 'stage' = 'orphan'),
-                    q.raw_data,
-                    -- A replayed partition keeps the row's first quarantine time.
-                    (SELECT min(first.quarantined_at) FROM {quarantine} first
-                      WHERE first.asset_key = q.asset_key AND first.source_path = q.source_path
-                        AND first.source_row IS NOT DISTINCT FROM q.source_row
-                        AND first.rejection_stage = 'orphan')
-                FROM {quarantine} q
-                WHERE q.rejection_stage = 'orphan' AND q.superseded_at IS NULL
-                  AND q.resolved_at IS NULL
-                  AND q.quarantined_at < now() - make_interval(secs => %(window)s)
-                ON CONFLICT (quarantine_id) DO NOTHING
-                """
-            ).format(true_orphan=sql.Identifier(schema, "true_orphan"), quarantine=quarantine),
-            {"window": window_hours * 3600},
-        ).rowcount
-        (waiting,) = conn.execute(
-            sql.SQL(
-                "SELECT count(*) FROM {quarantine} q WHERE q.rejection_stage = 'orphan'"
-                " AND q.superseded_at IS NULL AND q.resolved_at IS NULL AND NOT EXISTS"
-                " (SELECT 1 FROM {true_orphan} t WHERE t.quarantine_id = q.quarantine_id)"
-            ).format(quarantine=quarantine, true_orphan=sql.Identifier(schema, "true_orphan"))
-        ).fetchone() or (0,)
-    return promoted, int(waiting)
+        for spec in contract.sources.values():
+            if not spec.foreign_keys:
+                continue
+            names = {
+                "true_orphan": sql.Identifier(schema, "true_orphan"),
+                "quarantine": sql.Identifier(schema, "quarantine"),
+                "open": sql.SQL(_OPEN_ORPHANS),
+                "key": _raw_key(spec, spec.primary_key, contract.null_tokens),
+                "first_key": _raw_key(spec, spec.primary_key, contract.null_tokens, "first"),
+                "promoted_key": _raw_key(spec, spec.primary_key, contract.null_tokens, "t"),
+            }
+            not_promoted = sql.SQL(
+                "NOT EXISTS (SELECT 1 FROM {true_orphan} t"
+                " WHERE t.source_table = q.source_table AND {promoted_key} = {key})"
+            ).format(**names)
+            params = {"table": spec.table, "window": window_hours * 3600}
+            promoted += conn.execute(
+                sql.SQL(
+                    """
+                    INSERT INTO {true_orphan} (quarantine_id, source_file, source_table,
+                        partition_key, unresolved_fk, raw_data, first_seen_at)
+                    -- One per record, should two open partitions quarantine the same one.
+                    SELECT DISTINCT ON ({key})
+                        q.quarantine_id, q.source_file, q.source_table, q.partition_key,
+                        (SELECT string_agg(DISTINCT r ->> 'column', ',')
+                           FROM jsonb_array_elements(q.reasons) AS r
+                          WHERE r ->> 'stage' = 'orphan'),
+                        q.raw_data,
+                        -- A re-delivered record keeps its first quarantine time.
+                        (SELECT min(first.quarantined_at) FROM {quarantine} first
+                          WHERE first.source_table = q.source_table
+                            AND first.rejection_stage = 'orphan' AND {first_key} = {key})
+                    FROM {quarantine} q
+                    WHERE {open} AND {not_promoted}
+                      AND q.quarantined_at < now() - make_interval(secs => %(window)s)
+                    ORDER BY {key}, q.quarantined_at DESC
+                    ON CONFLICT (quarantine_id) DO NOTHING
+                    """
+                ).format(not_promoted=not_promoted, **names),
+                params,
+            ).rowcount
+            (count,) = conn.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM {quarantine} q WHERE {open} AND {not_promoted}"
+                ).format(not_promoted=not_promoted, **names),
+                params,
+            ).fetchone() or (0,)
+            waiting += int(count)
+    return promoted, waiting
