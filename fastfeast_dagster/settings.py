@@ -141,6 +141,7 @@ class Sensors(_Strict):
 class Orphans(_Strict):
     retry_window_hours: float = Field(gt=0)
     promotion_cron: str
+    retry_check_seconds: int = Field(default=60, gt=0)
 
 
 class Sla(_Strict):

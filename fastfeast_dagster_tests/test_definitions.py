@@ -115,6 +115,12 @@ def test_facts_map_each_hour_to_its_day_and_backfill_a_range_in_one_run() -> Non
     assert customer.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 
 
+def test_the_orphan_retry_checks_less_often_than_the_folder_sensors(contract) -> None:
+    intervals = {sensor.name: sensor.minimum_interval_seconds for sensor in defs.sensors}
+    assert intervals["orphan_retry_sensor"] == contract.orphans.retry_check_seconds == 60
+    assert intervals["stream_files_sensor"] == contract.sensors.minimum_interval_seconds == 10
+
+
 def test_sensors_and_schedules_run_by_default() -> None:
     sensors = {sensor.name: sensor.default_status for sensor in defs.sensors}
     assert sensors == {

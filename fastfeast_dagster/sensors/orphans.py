@@ -29,7 +29,7 @@ def build_orphan_retry_sensor(contract: Contract) -> dg.SensorDefinition:
             "When a parent table materializes, re-runs the partitions whose quarantined orphans "
             "now resolve; the load marks those quarantine rows resolved."
         ),
-        minimum_interval_seconds=contract.sensors.minimum_interval_seconds,
+        minimum_interval_seconds=contract.orphans.retry_check_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         asset_selection=[dg.AssetKey(table) for table in children],
     )
