@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -13,7 +14,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from fastfeast_dagster.settings import Contract, load_contract
+from fastfeast_dagster.settings import EXPECTATIONS_DIR, Contract, load_contract
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database, drop_database
 
 # Tests must never reach a server the project did not start: drop any inherited URLs.
@@ -95,3 +96,24 @@ def materialize(pipeline_env: str) -> Iterator[Callable[..., dg.ExecuteInProcess
             )
 
         yield run
+
+
+@pytest.fixture
+def failing_team_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The project's suites, with dim_team expecting a team name no source has: its blocking
+    check fails on any real data. Returns the suites folder the checks now read."""
+    from fastfeast_dagster.checks import asset_checks
+
+    suites = tmp_path / "expectations"
+    shutil.copytree(EXPECTATIONS_DIR, suites)
+    suite = json.loads((suites / "dim_team.json").read_text())
+    suite["expectations"].append(
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": "team_name", "value_set": ["Escalations"]},
+            "meta": {"source": "hand-written"},
+        }
+    )
+    (suites / "dim_team.json").write_text(json.dumps(suite))
+    monkeypatch.setattr(asset_checks, "EXPECTATIONS_DIR", suites)
+    return suites

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import json
-import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -23,16 +20,15 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from fastfeast_dagster.alerts import Alert, deliver
-from fastfeast_dagster.checks import asset_checks
 from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.sensors.alerts import build_alert_sensors
 from fastfeast_dagster.settings import (
     DEFAULT_CONFIG_PATH,
-    EXPECTATIONS_DIR,
     Contract,
     load_contract,
 )
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database, drop_database
+from fastfeast_dagster_tests.commands import free_port
 
 DAY = "2026-03-02"
 TEAMS = "team_id,team_name\n1,Refunds\n2,VIP Support\n"
@@ -52,16 +48,10 @@ class Inbox:
         return [str(message["Subject"]).strip() for message in self.messages]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def inbox() -> Iterator[tuple[Inbox, int]]:
     handler = Inbox()
-    port = _free_port()
+    port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     yield handler, port
@@ -96,21 +86,6 @@ def _alerting_contract(
     }.items():
         monkeypatch.setenv(f"FASTFEAST_SMTP_{name}", value)
     return load_contract(path)
-
-
-def _plant_failing_team_expectation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    suites = tmp_path / "expectations"
-    shutil.copytree(EXPECTATIONS_DIR, suites)
-    suite = json.loads((suites / "dim_team.json").read_text())
-    suite["expectations"].append(
-        {
-            "type": "expect_column_values_to_be_in_set",
-            "kwargs": {"column": "team_name", "value_set": ["Escalations"]},
-            "meta": {"source": "hand-written"},
-        }
-    )
-    (suites / "dim_team.json").write_text(json.dumps(suite))
-    monkeypatch.setattr(asset_checks, "EXPECTATIONS_DIR", suites)
 
 
 def _failing_run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -148,6 +123,7 @@ def _tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str
     return result.cursor
 
 
+@pytest.mark.usefixtures("failing_team_suite")
 def test_failed_run_and_failed_check_are_mailed_once_per_window(
     inbox: tuple[Inbox, int],
     instance: dg.DagsterInstance,
@@ -159,7 +135,6 @@ def test_failed_run_and_failed_check_are_mailed_once_per_window(
     mails, port = inbox
     contract = _alerting_contract(tmp_path, monkeypatch, port)
     run_sensor, check_sensor = build_alert_sensors(contract)
-    _plant_failing_team_expectation(tmp_path, monkeypatch)
     folder = data_dir / "input" / "batch" / DAY
     folder.mkdir(parents=True)
     (folder / "teams.csv").write_text(TEAMS)
@@ -210,7 +185,7 @@ def test_a_mail_that_cannot_be_sent_is_retried_not_suppressed(
 ) -> None:
     mails, port = inbox
     alert = Alert("fact_order", "2026-03-02-10:00", "run failed", ("run: x",), "http://ui/runs/x")
-    unreachable = _alerting_contract(tmp_path, monkeypatch, _free_port())
+    unreachable = _alerting_contract(tmp_path, monkeypatch, free_port())
     with pytest.raises(ConnectionRefusedError):
         deliver(unreachable, Warehouse(), alert)
     with psycopg.connect(pipeline_env) as conn:
@@ -220,6 +195,7 @@ def test_a_mail_that_cannot_be_sent_is_retried_not_suppressed(
     assert mails.subjects() == ["[FastFeast] run failed: fact_order [2026-03-02-10:00]"]
 
 
+@pytest.mark.usefixtures("failing_team_suite")
 def test_sensors_stay_quiet_while_alerts_are_off(
     inbox: tuple[Inbox, int],
     instance: dg.DagsterInstance,
@@ -231,7 +207,6 @@ def test_sensors_stay_quiet_while_alerts_are_off(
     mails, port = inbox
     contract = _alerting_contract(tmp_path, monkeypatch, port, enabled=False)
     run_sensor, check_sensor = build_alert_sensors(contract)
-    _plant_failing_team_expectation(tmp_path, monkeypatch)
     folder = data_dir / "input" / "batch" / DAY
     folder.mkdir(parents=True)
     (folder / "teams.csv").write_text(TEAMS)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +12,7 @@ import pytest
 
 from fastfeast_dagster.checks import asset_checks
 from fastfeast_dagster.resources.warehouse import Warehouse
-from fastfeast_dagster.settings import EXPECTATIONS_DIR, Contract
+from fastfeast_dagster.settings import Contract
 from fastfeast_dagster.synthetic import generate
 from fastfeast_dagster.warehouse.batch import LoadBatch
 
@@ -66,24 +64,11 @@ def test_a_clean_partition_passes_every_check(data_dir: Path, materialize) -> No
     assert ge["great_expectations_version"].value.startswith("1.")
 
 
+@pytest.mark.usefixtures("failing_team_suite")
 def test_a_failing_dimension_suite_blocks_its_children_in_the_run(
     data_dir: Path,
-    materialize,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    materialize,  # type: ignore[no-untyped-def]
 ) -> None:
-    suites = tmp_path / "expectations"
-    shutil.copytree(EXPECTATIONS_DIR, suites)
-    team_suite = json.loads((suites / "dim_team.json").read_text())
-    team_suite["expectations"].append(
-        {
-            "type": "expect_column_values_to_be_in_set",
-            "kwargs": {"column": "team_name", "value_set": ["Escalations"]},
-            "meta": {"source": "hand-written"},
-        }
-    )
-    (suites / "dim_team.json").write_text(json.dumps(team_suite))
-    monkeypatch.setattr(asset_checks, "EXPECTATIONS_DIR", suites)
     _write_batch(data_dir, CLEAN)
 
     result = materialize(["dim_team", "dim_agent"], DAY, raise_on_error=False)

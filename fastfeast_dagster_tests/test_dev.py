@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +32,7 @@ from fastfeast_dagster_tests.commands import (
     BIN,
     dagster_exports,
     dagster_materialize,
+    free_port,
     fresh_environment,
     run_command,
 )
@@ -44,12 +44,6 @@ ACTIVE_RUNS = (
     "{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]})"
     " { ... on Runs { results { runId } } } }"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
@@ -102,7 +96,7 @@ class Dev:
 def dev() -> Iterator[Dev]:
     state = Path(tempfile.mkdtemp(prefix="ffdev", dir="/tmp"))
     env = fresh_environment(state)
-    port = _free_port()
+    port = free_port()
     log = (state / "dev.log").open("w")
     process = subprocess.Popen(
         [BIN / "fastfeast", "dev", "--port", str(port)],
