@@ -19,6 +19,7 @@ import datetime as dt
 import io
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -29,6 +30,7 @@ from psycopg import sql
 
 from fastfeast_dagster.settings import Contract, SourceSpec
 from fastfeast_dagster.sources.reading import ROW_COLUMN
+from fastfeast_dagster.stopwatch import Stopwatch
 from fastfeast_dagster.warehouse.batch import FILE_COLUMN, PARTITION_COLUMN, LoadBatch
 from fastfeast_dagster.warehouse.ddl import CALENDAR_TABLES, source_columns
 
@@ -72,6 +74,7 @@ class LoadReport:
     orphans: int
     rejects_by_stage: dict[str, int]
     files: dict[str, FileCounts] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def load_batch(
@@ -85,6 +88,7 @@ def load_batch(
     spec = contract.sources[batch.source]
     schema = contract.warehouse.schema_name
     columns = [column.name for column in source_columns(spec)]
+    watch = Stopwatch()
     with conn.transaction(), conn.cursor() as cur:
         # Two runs of the same partition (a sensor run and an orphan retry, say) take turns, so
         # neither sees the other's half-written quarantine and both stay idempotent.
@@ -93,18 +97,27 @@ def load_batch(
             " FROM unnest(%s::text[]) AS key ORDER BY key",
             (asset_key, sorted(batch.partition_keys)),
         )
-        stage = _create_staging(cur, schema, spec)
-        _copy_clean_rows(cur, stage, batch.clean, columns, run_id)
-        orphan_rejects = _orphan_stage(cur, schema, stage, _key_checks(contract, spec))
-        removed = (
-            _replace_partitions(cur, contract, spec, stage, batch) if spec.kind == "fact" else 0
-        )
-        several_files = len(batch.files) > 1
-        inserted, updated = _upsert(cur, schema, spec, stage, columns, several_files)
-        quarantine = _quarantine_rows(batch, orphan_rejects)
-        _write_quarantine(cur, schema, stage, quarantine, batch, spec.table, asset_key, run_id)
-        report = _report(spec, batch, quarantine, inserted, updated, removed)
-        _write_file_log(cur, schema, spec, batch, report, asset_key, run_id)
+        with watch.stage("copy to staging"):
+            stage = _create_staging(cur, schema, spec)
+            _copy_clean_rows(cur, stage, batch.clean, columns, run_id)
+        with watch.stage("orphan anti-join"):
+            orphan_rejects = _orphan_stage(cur, schema, stage, _key_checks(contract, spec))
+        with watch.stage("partition replace"):
+            removed = (
+                _replace_partitions(cur, contract, spec, stage, batch) if spec.kind == "fact" else 0
+            )
+        with watch.stage("upsert"):
+            several_files = len(batch.files) > 1
+            inserted, updated = _upsert(cur, schema, spec, stage, columns, several_files)
+        with watch.stage("quarantine"):
+            quarantine = _quarantine_rows(batch, orphan_rejects)
+            _write_quarantine(cur, schema, stage, quarantine, batch, spec.table, asset_key, run_id)
+        with watch.stage("file log"):
+            report = _report(spec, batch, quarantine, inserted, updated, removed)
+            _write_file_log(cur, schema, spec, batch, report, asset_key, run_id)
+        commit_started = time.perf_counter()
+    watch.seconds["commit"] = time.perf_counter() - commit_started
+    report.stage_seconds = watch.seconds
     log.info(
         "loaded %s %s: read %d, loaded %d, quarantined %d (orphans %d, duplicates %d)",
         spec.table,
