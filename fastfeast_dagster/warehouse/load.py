@@ -22,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow as pa
@@ -358,15 +359,20 @@ def _quarantine_rows(batch: LoadBatch, orphans: pd.DataFrame) -> pd.DataFrame:
         .to_dict("records")
     )
     lines["reason_json"] = [json.dumps(reason, ensure_ascii=False) for reason in reasons]
-    grouped = lines.groupby(key, sort=True, dropna=False).agg(
-        partition_key=(PARTITION_COLUMN, "first"),
-        stage=("stage", "first"),
-        rule=("rule", "first"),
-        column=("column", "first"),
-        reason=("reason", "first"),
-        reasons=("reason_json", lambda values: "[" + ",".join(values) + "]"),
-    )
-    grouped = grouped.reset_index()
+    # Grouped by hand: a groupby with a Python aggregate per row took seconds for 50k rows.
+    group = lines.groupby(key, sort=True, dropna=False).ngroup().to_numpy()
+    lines = lines.iloc[np.argsort(group, kind="stable")].reset_index(drop=True)
+    starts = np.flatnonzero(np.r_[True, np.diff(np.sort(group)) != 0])
+    ends = np.r_[starts[1:], len(lines)]
+    grouped = pd.DataFrame({name: lines[name].iloc[starts].to_numpy() for name in key})
+    grouped[ROW_COLUMN] = grouped[ROW_COLUMN].astype("Int64")
+    for name, source in [("partition_key", PARTITION_COLUMN), *((n, n) for n in _REASON_PARTS)]:
+        grouped[name] = _first_present(lines[source], starts)
+    reason_json = lines["reason_json"].tolist()
+    grouped["reasons"] = [
+        "[" + ",".join(reason_json[start:end]) + "]"
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
+    ]
     raw_columns = [
         name for name in batch.raw.columns if name not in (FILE_COLUMN, PARTITION_COLUMN)
     ]
@@ -381,12 +387,22 @@ def _quarantine_rows(batch: LoadBatch, orphans: pd.DataFrame) -> pd.DataFrame:
     raw_json[errors] = [json.dumps({"file_error": reason}) for reason in grouped["reason"][errors]]
     grouped["raw_data"] = raw_json
     grouped["duplicate"] = grouped["rule"].eq("duplicate")
-    grouped["orphan"] = (
-        lines.groupby(key, dropna=False)["stage"]
-        .apply(lambda stages: bool((stages == "orphan").any()))
-        .to_numpy()
-    )
+    grouped["orphan"] = np.logical_or.reduceat(lines["stage"].eq("orphan").to_numpy(), starts)
     return grouped
+
+
+_REASON_PARTS = ["stage", "rule", "column", "reason"]
+
+
+def _first_present(values: pd.Series, starts: np.ndarray) -> np.ndarray:
+    """Per group (rows `starts[i]` up to the next start), its first non-missing value, as
+    groupby's "first" gives it; None where a group has none."""
+    count = len(values)
+    positions = np.where(values.notna().to_numpy(), np.arange(count), count)
+    first = np.minimum.reduceat(positions, starts)
+    picked = values.to_numpy(dtype=object)[np.minimum(first, count - 1)]
+    picked[first == count] = None
+    return picked
 
 
 def _partition_of(batch: LoadBatch, frame: pd.DataFrame) -> pd.Series:
