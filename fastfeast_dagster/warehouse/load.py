@@ -98,6 +98,9 @@ def load_batch(
             " FROM unnest(%s::text[]) AS key ORDER BY key",
             (asset_key, sorted(batch.partition_keys)),
         )
+        # Sorting a million staging rows for the ordered insert, and hashing them for the orphan
+        # anti-joins, stays in memory instead of spilling to disk (4 MB default).
+        cur.execute("SET LOCAL work_mem = '256MB'")
         with watch.stage("copy to staging"):
             stage = _create_staging(cur, schema, spec)
             _copy_clean_rows(cur, stage, batch.clean, columns, run_id)
@@ -109,7 +112,8 @@ def load_batch(
             )
         with watch.stage("upsert"):
             several_files = len(batch.files) > 1
-            inserted, updated = _upsert(cur, schema, spec, stage, columns, several_files)
+            order = _insert_order(cur, contract, spec)
+            inserted, updated = _upsert(cur, schema, spec, stage, columns, several_files, order)
         with watch.stage("quarantine"):
             quarantine = _quarantine_rows(batch, orphan_rejects)
             _write_quarantine(cur, schema, stage, quarantine, batch, spec.table, asset_key, run_id)
@@ -269,8 +273,9 @@ def _upsert(
     stage: sql.Identifier,
     columns: list[str],
     several_versions: bool,
+    order: str | None,
 ) -> tuple[int, int]:
-    """Newest-partition-wins upsert; returns (inserted, updated)."""
+    """Newest-partition-wins upsert in `order`; returns (inserted, updated)."""
     table = sql.Identifier(schema, spec.table)
     pk = sql.Identifier(spec.primary_key)
     written = [*columns, FILE_COLUMN, ROW_COLUMN, PARTITION_COLUMN, RUN_COLUMN]
@@ -299,6 +304,8 @@ def _upsert(
         if several_versions
         else sql.SQL("SELECT {target} FROM {stage}")
     ).format(pk=pk, target=target, stage=stage)
+    if order is not None:
+        rows = sql.SQL("SELECT * FROM ({}) AS r ORDER BY {}").format(rows, sql.Identifier(order))
     cur.execute(
         sql.SQL(
             "WITH upserted AS ("
@@ -324,6 +331,36 @@ def _upsert(
     )
     inserted, updated = cur.fetchone() or (0, 0)
     return int(inserted), int(updated)
+
+
+# A parent heap below this stays in cache however its rows are visited.
+_ORDERED_PARENT_BYTES = 64 << 20
+
+
+def _insert_order(cur: psycopg.Cursor, contract: Contract, spec: SourceSpec) -> str | None:
+    """The foreign key to insert in order of, when one parent table is large.
+
+    Each inserted row's FK triggers look its parents up; visiting a large parent (1.8 M
+    customers behind fact_order) at random thrashes the buffer cache, so that lookup cost
+    ~10 us a row against ~3 us for a small parent. Inserting in that key's order turns the
+    lookups into a sequential walk of the parent and its index (measured: 64 s -> 40 s for
+    1 M orders), and the child's index on that key is then filled in order as well.
+    """
+    parents = {
+        fk.column: contract.sources[fk.references].table
+        for fk in spec.foreign_keys
+        if contract.sources[fk.references] is not spec
+    }
+    if not parents:
+        return None
+    cur.execute(
+        "SELECT pg_relation_size(format('%%I.%%I', %s::text, parent)::regclass)"
+        " FROM unnest(%s::text[]) AS parent",
+        (contract.warehouse.schema_name, list(parents.values())),
+    )
+    sizes = [int(row[0]) for row in cur.fetchall()]
+    size, column = max(zip(sizes, parents, strict=True))
+    return column if size >= _ORDERED_PARENT_BYTES else None
 
 
 def _quarantine_rows(batch: LoadBatch, orphans: pd.DataFrame) -> pd.DataFrame:
