@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fastfeast_dagster import pii
 from fastfeast_dagster.settings import Contract, SourceSpec
-from fastfeast_dagster.sources.reading import ROW_COLUMN, TEXT_DTYPE, read_source_file
+from fastfeast_dagster.sources.reading import ROW_COLUMN, read_source_file
 from fastfeast_dagster.stopwatch import Stopwatch
 from fastfeast_dagster.validation.derive import add_derived_columns
 from fastfeast_dagster.validation.engine import (
@@ -76,9 +78,10 @@ def prepare_batch(
             for column, tokens in masked.items():
                 if column not in clean.columns:
                     continue
-                present = clean[column].notna()
-                token = pd.array(tokens.to_numpy()[positions], dtype=TEXT_DTYPE)
-                clean[column] = pd.Series(token, index=clean.index).where(present)
+                # Taken in Arrow: a round trip through Python strings cost ~0.5 s a column.
+                token = pc.take(pa.array(tokens.array), positions)
+                token = pc.if_else(pa.array(clean[column].notna().to_numpy()), token, None)
+                clean[column] = pd.Series(pd.arrays.ArrowStringArray(token), index=clean.index)
         cleans.append(_tag(clean, name, item.partition_key))
         rejects.append(_tag(validated.rejects, name, item.partition_key))
         outcomes.append(
