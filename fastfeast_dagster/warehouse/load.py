@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,16 +107,23 @@ def load_batch(
             _copy_clean_rows(cur, stage, batch.clean, columns, run_id)
         with watch.stage("orphan anti-join"):
             orphan_rejects = _orphan_stage(cur, schema, stage, _key_checks(contract, spec))
-        with watch.stage("partition replace"):
-            removed = (
-                _replace_partitions(cur, contract, spec, stage, batch) if spec.kind == "fact" else 0
-            )
-        with watch.stage("upsert"):
-            several_files = len(batch.files) > 1
-            order = _insert_order(cur, contract, spec)
-            inserted, updated = _upsert(cur, schema, spec, stage, columns, several_files, order)
+        # The quarantine rows are built in Python while the server replaces and upserts (the
+        # driver releases the GIL while it waits), using the machine's other core.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(_quarantine_rows, batch, orphan_rejects)
+            with watch.stage("partition replace"):
+                removed = (
+                    _replace_partitions(cur, contract, spec, stage, batch)
+                    if spec.kind == "fact"
+                    else 0
+                )
+            with watch.stage("upsert"):
+                several_files = len(batch.files) > 1
+                order = _insert_order(cur, contract, spec)
+                inserted, updated = _upsert(cur, schema, spec, stage, columns, several_files, order)
+            with watch.stage("quarantine"):
+                quarantine = pending.result()
         with watch.stage("quarantine"):
-            quarantine = _quarantine_rows(batch, orphan_rejects)
             _write_quarantine(cur, schema, stage, quarantine, batch, spec.table, asset_key, run_id)
         with watch.stage("file log"):
             report = _report(spec, batch, quarantine, inserted, updated, removed)
