@@ -29,6 +29,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from fastfeast_dagster.settings import Contract, SourceSpec
 from fastfeast_dagster.sources.reading import ROW_COLUMN
@@ -39,7 +40,7 @@ from fastfeast_dagster.warehouse.ddl import CALENDAR_TABLES, source_columns
 log = logging.getLogger(__name__)
 
 RUN_COLUMN = "_run_id"
-_COPY_CHUNK = 1 << 20
+_COPY_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -160,20 +161,33 @@ def _copy_clean_rows(
 ) -> None:
     if clean.empty:
         return
-    lineage = [FILE_COLUMN, ROW_COLUMN, PARTITION_COLUMN]
-    frame = clean[[*columns, *lineage]].assign(**{RUN_COLUMN: run_id})
-    # Arrow's CSV writer is ~7x faster than DataFrame.to_csv (notes/perf_baselines.md).
-    buffer = io.BytesIO()
-    pa_csv.write_csv(
-        pa.Table.from_pandas(frame, preserve_index=False),
-        buffer,
-        pa_csv.WriteOptions(include_header=False),
+    frame = clean[[*columns, FILE_COLUMN, ROW_COLUMN, PARTITION_COLUMN]]
+    # Lineage that is the same on every row (the run; the file and partition of a one-file
+    # batch) becomes the staging column's default instead of being sent and parsed per row.
+    constants = {RUN_COLUMN: run_id} | {
+        name: str(frame[name].iloc[0])
+        for name in (FILE_COLUMN, PARTITION_COLUMN)
+        if frame[name].nunique(dropna=False) == 1
+    }
+    for name, value in constants.items():
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                stage, sql.Identifier(name), sql.Literal(value)
+            )
+        )
+    table = pa.Table.from_pandas(
+        frame.drop(columns=[name for name in constants if name in frame.columns]),
+        preserve_index=False,
     )
-    target = sql.SQL(", ").join(sql.Identifier(name) for name in frame.columns)
-    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(stage, target)) as copy:
-        view = buffer.getbuffer()
-        for start in range(0, len(view), _COPY_CHUNK):
-            copy.write(view[start : start + _COPY_CHUNK])
+    target = sql.SQL(", ").join(sql.Identifier(name) for name in table.column_names)
+    query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(stage, target)
+    # Arrow's CSV writer is ~7x faster than DataFrame.to_csv (notes/perf_baselines.md). Slices
+    # go to a sending thread, so the server parses one while the next is serialised.
+    with cur.copy(query, writer=QueuedLibpqWriter(cur)) as copy:
+        for rows in table.to_batches(max_chunksize=_COPY_ROWS):
+            buffer = io.BytesIO()
+            pa_csv.write_csv(rows, buffer, pa_csv.WriteOptions(include_header=False))
+            copy.write(buffer.getvalue())
 
 
 def _key_checks(contract: Contract, spec: SourceSpec) -> list[_KeyCheck]:
