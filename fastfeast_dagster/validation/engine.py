@@ -183,12 +183,12 @@ def _parse(present: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd.Series
         return value, present.notna() & value.isna(), "not a boolean (true/false/1/0)"
     if column.type == "date":
         shaped = present.where(present.str.fullmatch(_DATE).fillna(False))
-        value = pd.to_datetime(shaped, format="%Y-%m-%d", errors="coerce")
+        value = _datetimes(shaped, "%Y-%m-%d")
         return value, present.notna() & value.isna(), "not a date (YYYY-MM-DD)"
     shaped = present.where(present.str.fullmatch(_TIMESTAMP).fillna(False)).str.replace(
         "T", " ", regex=False
     )
-    value = pd.to_datetime(shaped, format="ISO8601", errors="coerce")
+    value = _datetimes(shaped, "ISO8601")
     return value, present.notna() & value.isna(), "not an ISO-8601 timestamp without zone"
 
 
@@ -233,6 +233,20 @@ def _floats(present: pd.Series) -> pd.Series:
     return pd.Series(
         pd.array(parsed.to_numpy(zero_copy_only=False), dtype="Float64"), index=present.index
     )
+
+
+def _datetimes(shaped: pd.Series, pandas_format: str) -> pd.Series:
+    """Dates or timestamps already shaped by the regex; Arrow parses when it accepts them all.
+
+    Arrow's ISO-8601 cast gives the same nanoseconds as pandas and refuses what pandas turns
+    into NaT (Feb 30, hour 24, years outside 1677-2262); one such value sends the column to
+    pandas, which marks it alone.
+    """
+    try:
+        parsed = pc.cast(pa.array(shaped.array, pa.large_string()), pa.timestamp("ns"))
+    except pa.ArrowInvalid:
+        return pd.to_datetime(shaped, format=pandas_format, errors="coerce")
+    return pd.Series(parsed.to_pandas(), index=shaped.index)
 
 
 def _records_stage(
