@@ -16,6 +16,7 @@ import math
 import operator
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,22 +66,30 @@ def read_source_file(path: Path, file_format: str, data_root: Path) -> ReadResul
     relative = (
         path.relative_to(data_root).as_posix() if path.is_relative_to(data_root) else str(path)
     )
-    source = SourceFile(path, relative, len(data), stat.st_mtime_ns, hashlib.md5(data).hexdigest())
-    try:
-        if not data.strip():
-            raise _Unreadable("empty_file", "the file is empty")
-        text = text_check(data)
-        if file_format == "csv":
-            del text
-            frame = _read_csv(data)
-        elif file_format == "json":
-            # The text alone is what JSON parsing needs: let the bytes go before it starts.
-            del data
-            frame = _read_json(text)
-        else:
-            raise _Unreadable("unsupported_format", f"unsupported file format {file_format!r}")
-    except _Unreadable as problem:
-        return ReadResult(source, None, FileRejection(problem.rule, problem.message))
+    size = len(data)
+    # hashlib releases the GIL on large inputs: the md5 runs on the other core while parsing.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        md5 = pool.submit(hashlib.md5, data)  # holds its own reference to the bytes
+        try:
+            rejection = None
+            # isspace, unlike strip, does not copy a large file to find that it is not blank.
+            if not data or data.isspace():
+                raise _Unreadable("empty_file", "the file is empty")
+            text = text_check(data)
+            if file_format == "csv":
+                del text
+                frame = _read_csv(data)
+            elif file_format == "json":
+                # The text alone is what JSON parsing needs: let the bytes go (once hashed).
+                del data
+                frame = _read_json(text)
+            else:
+                raise _Unreadable("unsupported_format", f"unsupported file format {file_format!r}")
+        except _Unreadable as problem:
+            rejection = FileRejection(problem.rule, problem.message)
+        source = SourceFile(path, relative, size, stat.st_mtime_ns, md5.result().hexdigest())
+    if rejection is not None:
+        return ReadResult(source, None, rejection)
     frame.insert(0, ROW_COLUMN, pd.RangeIndex(1, len(frame) + 1))
     return ReadResult(source, frame, None)
 
