@@ -24,7 +24,7 @@ from fastfeast_dagster.warehouse.ddl import apply_schema
 from fastfeast_dagster.warehouse.load import load_batch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import benchmark_database, print_table, raw_copy_seconds
+from common import benchmark_database, print_stages, print_table, raw_copy_seconds
 
 COLUMNS = list(load_contract().sources["customers"].columns)
 PARENTS = """
@@ -66,7 +66,7 @@ def write_customers(path: Path, rows: int, seed: int = 7) -> None:
     path.write_text(",".join(COLUMNS) + "\n" + "\n".join(lines.tolist()) + "\n")
 
 
-def pipeline(url: str, path: Path) -> tuple[float, float, int, int]:
+def pipeline(url: str, path: Path) -> tuple[float, float, int, int, dict[str, float]]:
     contract = load_contract()
     with psycopg.connect(url) as conn:
         apply_schema(conn, contract)
@@ -78,7 +78,16 @@ def pipeline(url: str, path: Path) -> tuple[float, float, int, int]:
         prepared = time.perf_counter()
         report = load_batch(conn, contract, batch, asset_key="dim_customer", run_id="bench")
         done = time.perf_counter()
-    return prepared - started, done - prepared, report.rows_loaded, report.rows_quarantined
+    stages = {f"prepare: {k}": v for k, v in batch.stage_seconds.items()} | {
+        f"load: {k}": v for k, v in report.stage_seconds.items()
+    }
+    return (
+        prepared - started,
+        done - prepared,
+        report.rows_loaded,
+        report.rows_quarantined,
+        stages,
+    )
 
 
 def main() -> None:
@@ -92,7 +101,7 @@ def main() -> None:
         write_customers(path, args.rows)
         data = path.read_bytes().split(b"\n", 1)[1]
         copy = raw_copy_seconds(url, COLUMNS, "customer_id", data)
-        prepare, load, loaded, quarantined = pipeline(url, path)
+        prepare, load, loaded, quarantined, stages = pipeline(url, path)
     total = prepare + load
     print_table(
         f"{args.rows:,} customers ({len(data) / 1e6:.0f} MB CSV)",
@@ -103,6 +112,7 @@ def main() -> None:
             ("pipeline total", total, args.rows / total),
         ],
     )
+    print_stages(stages)
     print(
         f"\nloaded {loaded:,}, quarantined {quarantined:,} "
         f"(read = loaded + quarantined: {loaded + quarantined == args.rows})"

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -34,6 +35,7 @@ from common import (
     benchmark_database,
     csv_bytes,
     peak_rss_mb,
+    print_stages,
     print_table,
     raw_copy_seconds,
 )
@@ -70,7 +72,7 @@ def load_dimensions(url: str, root: Path) -> None:
             load_batch(conn, contract, batch, asset_key=spec.table, run_id="bench-dims")
 
 
-def load_hour(url: str, root: Path) -> dict[str, float]:
+def load_hour(url: str, root: Path) -> dict[str, object]:
     """The measured phase, in its own process so its peak RSS is its own."""
     contract = load_contract()
     partition = f"{DAY}-{HOUR:02d}:00"
@@ -90,6 +92,8 @@ def load_hour(url: str, root: Path) -> dict[str, float]:
         "load_seconds": loaded - prepared,
         "total_seconds": loaded - started,
         "peak_rss_mb": peak_rss_mb(),
+        "stages": {f"prepare: {k}": v for k, v in batch.stage_seconds.items()}
+        | {f"load: {k}": v for k, v in report.stage_seconds.items()},
     }
 
 
@@ -125,7 +129,7 @@ def baseline(url: str, root: Path) -> float:
     return raw_copy_seconds(url, columns, "order_id", data)
 
 
-def _phase(name: str, url: str, root: Path) -> dict[str, float]:
+def _phase(name: str, url: str, root: Path) -> dict[str, Any]:
     output = subprocess.run(
         [sys.executable, __file__, "--phase", name, "--url", url, "--root", str(root)],
         check=True,
@@ -176,6 +180,7 @@ def main() -> None:
             ("GE check: validate the fact_order suite", check["validate_seconds"], None),
         ],
     )
+    print_stages(hour["stages"])
     materialization = hour["total_seconds"] + check["readback_seconds"] + check["validate_seconds"]
     ge_share = (check["readback_seconds"] + check["validate_seconds"]) / materialization
     print(

@@ -73,3 +73,11 @@ def print_table(title: str, rows: list[tuple[str, float | None, float | None]]) 
         shown_seconds = f"{seconds:8.2f}" if seconds is not None else " " * 8
         shown_rate = f"{rate:11,.0f}" if rate is not None else ""
         print(f"{name:62} {shown_seconds} {shown_rate}")
+
+
+def print_stages(stages: dict[str, float]) -> None:
+    """Where the pipeline's time went, stage by stage (prepare stages, then load stages)."""
+    print(f"\n{'stage':62} {'seconds':>8} {'share':>11}")
+    total = sum(stages.values()) or 1.0
+    for name, seconds in stages.items():
+        print(f"  {name:60} {seconds:8.2f} {seconds / total:11.0%}")

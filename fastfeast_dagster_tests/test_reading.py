@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fastfeast_dagster.sources import reading
 from fastfeast_dagster.sources.reading import ROW_COLUMN, read_source_file
 
 
@@ -94,3 +95,22 @@ def test_large_arrays_are_read_in_chunks_and_late_keys_are_null_before(tmp_path:
     assert frame["b"].isna().sum() == 69_999
     assert frame["b"].iloc[-1] == "late"
     assert frame[ROW_COLUMN].iloc[-1] == 70_000
+
+
+@pytest.mark.parametrize("slice_chars", [1, 1 << 24])
+def test_json_slices_never_cut_inside_a_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slice_chars: int
+) -> None:
+    """Slice boundaries that fall inside strings or nested values read the same as the whole."""
+    monkeypatch.setattr(reading, "_SLICE_CHARS", slice_chars)
+    records = [
+        {"a": "}, {", "b": [{"x": 1}, {"y": 2}], "c": -0.0},
+        {"a": 'q"}, {"', "b": None, "c": 15},
+        {"a": "z", "b": True, "c": 1e16},
+        {"a": 7, "b": 2**70, "c": 15.0},
+    ]
+    frame = _read(tmp_path, "o.json", json.dumps(records, indent=2).encode()).frame
+    assert frame["a"].tolist() == ["}, {", 'q"}, {"', "z", "7"]
+    assert frame["b"].tolist()[::2] == ['[{"x": 1}, {"y": 2}]', "true"]
+    assert frame["b"].iloc[3] == str(2**70)
+    assert frame["c"].tolist() == ["-0.0", "15", "1e+16", "15.0"]

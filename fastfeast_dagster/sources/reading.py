@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import math
+import operator
 import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -61,22 +66,30 @@ def read_source_file(path: Path, file_format: str, data_root: Path) -> ReadResul
     relative = (
         path.relative_to(data_root).as_posix() if path.is_relative_to(data_root) else str(path)
     )
-    source = SourceFile(path, relative, len(data), stat.st_mtime_ns, hashlib.md5(data).hexdigest())
-    try:
-        if not data.strip():
-            raise _Unreadable("empty_file", "the file is empty")
-        text = text_check(data)
-        if file_format == "csv":
-            del text
-            frame = _read_csv(data)
-        elif file_format == "json":
-            # The text alone is what JSON parsing needs: let the bytes go before it starts.
-            del data
-            frame = _read_json(text)
-        else:
-            raise _Unreadable("unsupported_format", f"unsupported file format {file_format!r}")
-    except _Unreadable as problem:
-        return ReadResult(source, None, FileRejection(problem.rule, problem.message))
+    size = len(data)
+    # hashlib releases the GIL on large inputs: the md5 runs on the other core while parsing.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        md5 = pool.submit(hashlib.md5, data)  # holds its own reference to the bytes
+        try:
+            rejection = None
+            # isspace, unlike strip, does not copy a large file to find that it is not blank.
+            if not data or data.isspace():
+                raise _Unreadable("empty_file", "the file is empty")
+            text = text_check(data)
+            if file_format == "csv":
+                del text
+                frame = _read_csv(data)
+            elif file_format == "json":
+                # The text alone is what JSON parsing needs: let the bytes go (once hashed).
+                del data
+                frame = _read_json(text)
+            else:
+                raise _Unreadable("unsupported_format", f"unsupported file format {file_format!r}")
+        except _Unreadable as problem:
+            rejection = FileRejection(problem.rule, problem.message)
+        source = SourceFile(path, relative, size, stat.st_mtime_ns, md5.result().hexdigest())
+    if rejection is not None:
+        return ReadResult(source, None, rejection)
     frame.insert(0, ROW_COLUMN, pd.RangeIndex(1, len(frame) + 1))
     return ReadResult(source, frame, None)
 
@@ -132,12 +145,68 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
 def _read_json(text: str) -> pd.DataFrame:
-    """A JSON array of objects, parsed object by object into Arrow string columns.
+    """A JSON array of objects, parsed into Arrow string columns a slice of records at a time.
 
-    Holding a million parsed dicts at once costs gigabytes; converting every 64k rows into Arrow
+    Holding a million parsed dicts at once costs gigabytes; converting every slice into Arrow
     arrays keeps the peak near the size of the text. Python's decoder accepts the non-standard
     `NaN` literal that pandas-written files carry.
     """
+    try:
+        return _json_frame(_sliced_records(text))
+    except _NotPlain:
+        # Parsed again element by element, which names whatever is wrong with the file.
+        return _json_frame(_decoded_records(text))
+
+
+def _json_frame(chunks: Iterator[list[dict[str, object]]]) -> pd.DataFrame:
+    columns: dict[str, list[pa.Array]] = {}
+    done = 0
+    for chunk in chunks:
+        _add_chunk(columns, chunk, done)
+        done += len(chunk)
+    table = pa.table(
+        {name: pa.chunked_array(arrays, type=pa.string()) for name, arrays in columns.items()}
+    )
+    frame = table.to_pandas(types_mapper=lambda _: TEXT_DTYPE)
+    frame.index = pd.RangeIndex(done)
+    return frame
+
+
+class _NotPlain(Exception):
+    """The fast path cannot vouch for this text; the element-by-element parser decides."""
+
+
+_SLICE_CHARS = 1 << 24
+_ELEMENT_END = re.compile(r"\}[ \t\n\r]*,")
+
+
+def _sliced_records(text: str) -> Iterator[list[dict[str, object]]]:
+    """Records of a plain array of objects, `json.loads`-ed ~16 MB of text at a time.
+
+    Decoding element by element in a Python loop cost as much as the decoding itself. A slice
+    ends at a `},` candidate; if that lies inside a string or a nested value, the slice is not
+    valid JSON (its brackets or quotes are left open) and the whole file takes the slow path.
+    """
+    first = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
+    last = len(text.rstrip()) - 1
+    if not (text.startswith("[", first) and last > first and text[last] == "]"):
+        raise _NotPlain
+    position = _WHITESPACE.match(text, first + 1).end()  # type: ignore[union-attr]
+    while position < last:
+        boundary = _ELEMENT_END.search(text, position + _SLICE_CHARS, last)
+        stop = boundary.start() + 1 if boundary else last
+        try:
+            records = json.loads(f"[{text[position:stop]}]")
+        except json.JSONDecodeError:
+            raise _NotPlain from None
+        if not all(type(record) is dict for record in records):
+            raise _NotPlain
+        yield records
+        position = boundary.end() if boundary else last
+
+
+def _decoded_records(text: str) -> Iterator[list[dict[str, object]]]:
+    """Records decoded one by one, refusing the file with the position of its first problem."""
     decoder = json.JSONDecoder()
     position = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
     if not text.startswith("[", position):
@@ -146,7 +215,6 @@ def _read_json(text: str) -> pd.DataFrame:
             "not_an_array", f"expected a JSON array of objects, found a {_json_kind(value)}"
         )
     position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
-    columns: dict[str, list[pa.Array]] = {}
     chunk: list[dict[str, object]] = []
     done = 0
     first = True
@@ -168,7 +236,7 @@ def _read_json(text: str) -> pd.DataFrame:
             )
         chunk.append(record)
         if len(chunk) == _JSON_CHUNK_ROWS:
-            _add_chunk(columns, chunk, done)
+            yield chunk
             done += len(chunk)
             chunk = []
         position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
@@ -177,16 +245,9 @@ def _read_json(text: str) -> pd.DataFrame:
                 "malformed_json",
                 f"not valid JSON: the array is not closed at {_where(text, position)}",
             )
-    _add_chunk(columns, chunk, done)
-    done += len(chunk)
     if text[position + 1 :].strip():
         raise _Unreadable("malformed_json", "not valid JSON: extra data after the array")
-    table = pa.table(
-        {name: pa.chunked_array(arrays, type=pa.string()) for name, arrays in columns.items()}
-    )
-    frame = table.to_pandas(types_mapper=lambda _: TEXT_DTYPE)
-    frame.index = pd.RangeIndex(done)
-    return frame
+    yield chunk
 
 
 def _where(text: str, position: int) -> str:
@@ -217,7 +278,52 @@ def _add_chunk(
                     columns[name] = [pa.nulls(done, pa.string())] if done else []
                     known.add(name)
     for name, arrays in columns.items():
-        arrays.append(pa.array([_json_text(record.get(name)) for record in chunk], pa.string()))
+        try:
+            values = list(map(operator.itemgetter(name), chunk))
+        except KeyError:  # a record without this key: missing there
+            values = [record.get(name) for record in chunk]
+        arrays.append(_json_column(values))
+
+
+def _json_column(values: list[object]) -> pa.Array:
+    """`_json_text` of every value, converting whole runs of one kind at a time.
+
+    Rendering value by value in Python was most of the reading time of a large file. Strings are
+    kept as they are, integers rendered by Arrow (as `str` would), each distinct float once.
+    """
+    kinds = np.fromiter(
+        map(_KINDS.get, map(type, values), itertools.repeat(_OTHER)), np.int8, len(values)
+    )
+    present = set(np.unique(kinds).tolist())
+    if present <= {_NONE, _STR}:
+        return pa.array(values, pa.string())
+    text = np.full(len(values), None, dtype=object)
+    if _STR in present:
+        text[kinds == _STR] = list(itertools.compress(values, kinds == _STR))
+    if _INT in present:
+        try:
+            picked = pa.array(list(itertools.compress(values, kinds == _INT)), pa.int64())
+            text[kinds == _INT] = picked.cast(pa.string()).to_numpy(zero_copy_only=False)
+        except OverflowError:  # beyond 64 bits: Python renders it
+            kinds[kinds == _INT] = _OTHER
+    if _FLOAT in present:
+        numbers = np.fromiter(itertools.compress(values, kinds == _FLOAT), np.float64)
+        # Distinct bit patterns, not values: 0.0 and -0.0 render differently.
+        distinct, positions = np.unique(numbers.view(np.int64), return_inverse=True)
+        rendered = np.array(
+            [None if math.isnan(x) else repr(x) for x in distinct.view(np.float64).tolist()],
+            dtype=object,
+        )
+        text[kinds == _FLOAT] = rendered[positions]
+    if (kinds == _OTHER).any():
+        others = itertools.compress(values, kinds == _OTHER)
+        text[kinds == _OTHER] = [_json_text(value) for value in others]
+    return pa.array(text, pa.string())
+
+
+_NONE, _STR, _INT, _FLOAT, _OTHER = range(5)
+# Exact types: bool is an int subclass but renders as true/false.
+_KINDS: dict[type, int] = {type(None): _NONE, str: _STR, int: _INT, float: _FLOAT}
 
 
 def _json_text(value: object) -> str | None:

@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fastfeast_dagster import pii
 from fastfeast_dagster.settings import Contract, SourceSpec
-from fastfeast_dagster.sources.reading import ROW_COLUMN, TEXT_DTYPE, read_source_file
+from fastfeast_dagster.sources.reading import ROW_COLUMN, read_source_file
+from fastfeast_dagster.stopwatch import Stopwatch
 from fastfeast_dagster.validation.derive import add_derived_columns
 from fastfeast_dagster.validation.engine import (
     REJECT_COLUMNS,
@@ -41,8 +44,10 @@ def prepare_batch(
     cleans: list[pd.DataFrame] = []
     rejects: list[pd.DataFrame] = []
     raws: list[pd.DataFrame] = []
+    watch = Stopwatch()
     for item in files:
-        result = read_source_file(item.path, spec.file_format(item.folder_kind), data_root)
+        with watch.stage("read"):
+            result = read_source_file(item.path, spec.file_format(item.folder_kind), data_root)
         name = result.file.relative_path
         if result.frame is None:
             outcomes.append(
@@ -50,7 +55,8 @@ def prepare_batch(
             )
             continue
         frame = result.frame
-        masked = _mask_columns(frame, spec, key)
+        with watch.stage("mask"):
+            masked = _mask_columns(frame, spec, key)
         raws.append(_tag(frame.assign(**masked), name, item.partition_key))
         rejection = check_columns(frame, spec)
         if rejection is not None:
@@ -63,16 +69,19 @@ def prepare_batch(
         if frame.empty:
             outcomes.append(FileOutcome(result.file, item.folder_kind, item.partition_key, 0))
             continue
-        validated = validate(frame, spec, contract)
-        clean = add_derived_columns(validated.clean, spec)
-        # Clean rows take the tokens already computed for the raw text (same canonical value).
-        positions = clean[ROW_COLUMN].to_numpy() - 1
-        for column, tokens in masked.items():
-            if column not in clean.columns:
-                continue
-            present = clean[column].notna()
-            token = pd.array(tokens.to_numpy()[positions], dtype=TEXT_DTYPE)
-            clean[column] = pd.Series(token, index=clean.index).where(present)
+        with watch.stage("validate"):
+            validated = validate(frame, spec, contract)
+            clean = add_derived_columns(validated.clean, spec)
+        with watch.stage("mask"):
+            # Clean rows take the tokens already computed for the raw text (same canonical value).
+            positions = clean[ROW_COLUMN].to_numpy() - 1
+            for column, tokens in masked.items():
+                if column not in clean.columns:
+                    continue
+                # Taken in Arrow: a round trip through Python strings cost ~0.5 s a column.
+                token = pc.take(pa.array(tokens.array), positions)
+                token = pc.if_else(pa.array(clean[column].notna().to_numpy()), token, None)
+                clean[column] = pd.Series(pd.arrays.ArrowStringArray(token), index=clean.index)
         cleans.append(_tag(clean, name, item.partition_key))
         rejects.append(_tag(validated.rejects, name, item.partition_key))
         outcomes.append(
@@ -92,6 +101,7 @@ def prepare_batch(
         clean=pd.concat(cleans, ignore_index=True) if cleans else _empty_clean(spec),
         rejects=_concat(rejects, columns=[FILE_COLUMN, PARTITION_COLUMN, *REJECT_COLUMNS]),
         raw=_concat(raws),
+        stage_seconds=watch.seconds,
     )
 
 

@@ -40,6 +40,7 @@ class LoadBatch:
     rejects: pd.DataFrame
     raw: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # read, validate, mask
 
     @property
     def rows_read(self) -> int:
