@@ -219,17 +219,21 @@ def _integers(present: pd.Series) -> pd.Series:
     )
 
 
-def _floats(present: pd.Series) -> pd.Series:
-    """Numbers as pandas' to_numeric reads them; Arrow parses when it accepts every value.
+# What a float may look like; anything else is not a number. `inf` and `nan` parse (and then
+# fail the finite check, as pandas' reading of them did).
+_FLOAT = r"^[+-]?(([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))$"
 
-    Where both parse they agree; where they differ (`1e400`, `nan`: infinite or NaN for Arrow,
-    missing for pandas) the value is not finite either way, so it fails the same check. Arrow
-    also survives exponents like `7e029807059171`, on which pandas' parser crashes the process.
+
+def _floats(present: pd.Series) -> pd.Series:
+    """Numbers parsed by Arrow, after a shape check that leaves it nothing it could refuse.
+
+    pandas' to_numeric is not used at all: an exponent like `7e029807059171` crashes the
+    process inside it (segmentation fault); Arrow reads it as infinity, which fails the finite
+    check like `1e400`.
     """
-    try:
-        parsed = pc.cast(pa.array(present.array, pa.large_string()), pa.float64())
-    except pa.ArrowInvalid:
-        return pd.to_numeric(present, errors="coerce").astype("Float64")
+    text = pa.array(present.array, pa.large_string())
+    shaped = pc.fill_null(pc.match_substring_regex(text, _FLOAT), False)
+    parsed = pc.cast(pc.if_else(shaped, text, None), pa.float64())
     return pd.Series(
         pd.array(parsed.to_numpy(zero_copy_only=False), dtype="Float64"), index=present.index
     )
