@@ -8,7 +8,7 @@ from fastfeast_dagster.assets.maintenance import (
     build_quarantine_spec,
     maintenance_assets,
 )
-from fastfeast_dagster.assets.marts import build_mart_assets
+from fastfeast_dagster.assets.marts import build_mart_assets, build_marts_schedule
 from fastfeast_dagster.assets.tables import (
     IO_MANAGER_KEY,
     build_table_assets,
@@ -27,12 +27,13 @@ contract = default_contract()
 warehouse = Warehouse()
 freshness_checks = build_freshness_checks(contract)
 
+marts = build_mart_assets(contract, daily_partitions(contract))
 assets = [
     *calendar_assets,
     *build_table_assets(contract),
     *maintenance_assets,
     build_quarantine_spec(contract),
-    *build_mart_assets(contract, daily_partitions(contract)),
+    *marts,
 ]
 
 defs = dg.Definitions(
@@ -51,7 +52,7 @@ defs = dg.Definitions(
         ),
         *build_alert_sensors(contract),
     ],
-    schedules=build_maintenance_schedules(contract),
+    schedules=[*build_maintenance_schedules(contract), build_marts_schedule(contract, marts)],
     resources={
         "warehouse": warehouse,
         IO_MANAGER_KEY: PostgresIOManager(warehouse=warehouse),

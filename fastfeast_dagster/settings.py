@@ -148,6 +148,10 @@ class Sla(_Strict):
     refresh_minutes: int = Field(ge=1, le=59)
 
 
+class Marts(_Strict):
+    refresh_cron: str
+
+
 class QuarantineThresholds(_Strict):
     warn_rate: float = Field(ge=0, le=1)
     error_rate: float = Field(ge=0, le=1)
@@ -209,6 +213,7 @@ class Contract(_Strict):
     sensors: Sensors
     orphans: Orphans
     sla: Sla
+    marts: Marts
     quarantine: QuarantineThresholds
     calendar: Calendar
     warehouse: Warehouse

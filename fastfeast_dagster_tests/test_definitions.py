@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 import dagster as dg
@@ -136,7 +137,27 @@ def test_sensors_and_schedules_run_by_default() -> None:
     assert schedules == {
         "ticket_sla_refresh": ("*/10 * * * *", dg.DefaultScheduleStatus.RUNNING),
         "true_orphan_promotion": ("5 * * * *", dg.DefaultScheduleStatus.RUNNING),
+        "kpi_marts_refresh": ("15 * * * *", dg.DefaultScheduleStatus.RUNNING),
     }
+
+
+def test_the_marts_schedule_rebuilds_the_day_of_the_hour_that_just_closed() -> None:
+    schedule = defs.resolve_schedule_def("kpi_marts_refresh")
+    partitions = {}
+    for hour in (0, 10):
+        when = dt.datetime(2026, 3, 3, hour, 15, tzinfo=dt.UTC)
+        context = dg.build_schedule_context(
+            scheduled_execution_time=when, repository_def=defs.get_repository_def()
+        )
+        (request,) = schedule.evaluate_tick(context).run_requests or []
+        partitions[hour] = request.partition_key
+        keys = {
+            key.to_user_string()
+            for key in defs.resolve_job_def(schedule.job_name).asset_layer.selected_asset_keys
+        }
+        assert keys == {"mart_orders_daily", "mart_tickets_daily"}
+    # At 00:15 the closed hour is 23:00 of the day before.
+    assert partitions == {0: "2026-03-02", 10: "2026-03-03"}
 
 
 def test_every_asset_is_described_and_owned(contract) -> None:

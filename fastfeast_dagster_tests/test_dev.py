@@ -257,6 +257,7 @@ def test_sensors_and_schedules_run_in_the_ui(dev: Dev) -> None:
     assert {s["name"]: s["scheduleState"]["status"] for s in schedules} == {
         "ticket_sla_refresh": "RUNNING",
         "true_orphan_promotion": "RUNNING",
+        "kpi_marts_refresh": "RUNNING",
     }
 
 

@@ -1,9 +1,12 @@
 """KPI marts for BI tools: daily partitions, each built from its day's 24 hourly fact partitions.
 
 A day's rows are replaced in one transaction, so re-materializing a day (after a late hour or an
-orphan retry) is idempotent. Each materialization carries a markdown summary and the day's
+orphan retry) is idempotent; a schedule rebuilds the day of the hour that just closed. Each
+materialization carries a markdown summary and the day's
 headline KPIs as numbers, which the UI charts across partitions.
 """
+
+import datetime as dt
 
 import dagster as dg
 import pandas as pd
@@ -165,3 +168,24 @@ def build_mart_assets(
     contract: Contract, daily: dg.DailyPartitionsDefinition
 ) -> list[dg.AssetsDefinition]:
     return [build_mart_asset(name, contract, daily) for name in MARTS]
+
+
+def build_marts_schedule(
+    contract: Contract, marts: list[dg.AssetsDefinition]
+) -> dg.ScheduleDefinition:
+    job = dg.define_asset_job("kpi_marts", selection=marts, partitions_def=marts[0].partitions_def)
+
+    @dg.schedule(
+        name="kpi_marts_refresh",
+        cron_schedule=contract.marts.refresh_cron,
+        job=job,
+        execution_timezone=contract.partitions.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Rebuilds the KPI marts for the day of the hour that just closed.",
+    )
+    def kpi_marts_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        closed_hour = context.scheduled_execution_time - dt.timedelta(hours=1)
+        day = closed_hour.date().isoformat()
+        return dg.RunRequest(run_key=f"kpi-marts:{closed_hour:%Y-%m-%d-%H}", partition_key=day)
+
+    return kpi_marts_refresh
