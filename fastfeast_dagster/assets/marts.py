@@ -2,8 +2,8 @@
 
 A day's rows are replaced in one transaction, so re-materializing a day (after a late hour or an
 orphan retry) is idempotent; a schedule rebuilds the day of the hour that just closed. Each
-materialization carries a markdown summary and the day's
-headline KPIs as numbers, which the UI charts across partitions.
+materialization carries a markdown summary and the day's headline KPIs as numbers, which the UI
+charts across partitions.
 """
 
 import datetime as dt
