@@ -88,6 +88,12 @@ def _alerting_contract(
     return load_contract(path)
 
 
+def _deliver_teams(data_dir: Path) -> None:
+    folder = data_dir / "input" / "batch" / DAY
+    folder.mkdir(parents=True)
+    (folder / "teams.csv").write_text(TEAMS)
+
+
 def _failing_run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     from fastfeast_dagster.definitions import defs
 
@@ -135,9 +141,7 @@ def test_failed_run_and_failed_check_are_mailed_once_per_window(
     mails, port = inbox
     contract = _alerting_contract(tmp_path, monkeypatch, port)
     run_sensor, check_sensor = build_alert_sensors(contract)
-    folder = data_dir / "input" / "batch" / DAY
-    folder.mkdir(parents=True)
-    (folder / "teams.csv").write_text(TEAMS)
+    _deliver_teams(data_dir)
 
     cursor = _tick(check_sensor, instance, None)  # the sensor was running before the failure
     first = _failing_run(instance)
@@ -207,9 +211,7 @@ def test_sensors_stay_quiet_while_alerts_are_off(
     mails, port = inbox
     contract = _alerting_contract(tmp_path, monkeypatch, port, enabled=False)
     run_sensor, check_sensor = build_alert_sensors(contract)
-    folder = data_dir / "input" / "batch" / DAY
-    folder.mkdir(parents=True)
-    (folder / "teams.csv").write_text(TEAMS)
+    _deliver_teams(data_dir)
     failed = _failing_run(instance)
     with dg.build_sensor_context(
         instance=instance, cursor="0", resources={"warehouse": Warehouse()}
