@@ -7,6 +7,7 @@ rows with the triggers running.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -57,17 +58,20 @@ def parents(warehouse_url: str, contract: Contract, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def loader_url(parents: str) -> str:
+def loader_url(parents: str) -> Iterator[str]:
     """The URL of `parents` for a plain role that may read and write the warehouse, no more."""
     with psycopg.connect(parents, autocommit=True) as conn:
-        conn.execute("DROP ROLE IF EXISTS loader_test")
         conn.execute("CREATE ROLE loader_test LOGIN")
         database = conn.info.dbname
         conn.execute(f'GRANT ALL ON DATABASE "{database}" TO loader_test')
         conn.execute("GRANT ALL ON SCHEMA public TO loader_test")
         conn.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO loader_test")
         conn.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO loader_test")
-    return parents.replace("postgresql://postgres@", "postgresql://loader_test@")
+    yield parents.replace("postgresql://postgres@", "postgresql://loader_test@")
+    with psycopg.connect(parents, autocommit=True) as conn:
+        # Also revokes grants on the server's shared objects (the parameter), then the role can go.
+        conn.execute("DROP OWNED BY loader_test")
+        conn.execute("DROP ROLE loader_test")
 
 
 def test_superuser_load_skips_triggers_and_every_fk_stays_enforced(
@@ -139,3 +143,19 @@ def test_a_parent_cannot_be_deleted_while_a_load_holds_its_keys(
             other.rollback()
             loading.rollback()
             assert other.execute("DELETE FROM dim_region WHERE region_id = 2").rowcount == 1
+
+
+def test_a_foreign_key_the_contract_does_not_know_keeps_the_triggers(
+    parents: str, contract: Contract, tmp_path: Path
+) -> None:
+    """The orphan stage only proves the contract's keys; one declared by hand stays enforced."""
+    with psycopg.connect(parents) as conn:
+        conn.execute("CREATE TABLE vip (customer_id int PRIMARY KEY)")
+        conn.execute("INSERT INTO vip VALUES (1)")
+        conn.execute(
+            "ALTER TABLE dim_customer ADD CONSTRAINT fk_vip FOREIGN KEY (customer_id)"
+            " REFERENCES vip (customer_id)"
+        )
+
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):  # customer 2 is not a vip
+        _load(parents, contract, tmp_path, "customers")

@@ -61,3 +61,20 @@ def test_timestamps_numbers_and_an_empty_partition(
     assert frame["_loaded_at"].iloc[0] == pd.Timestamp(loaded_at, tz=dt.UTC)
     empty = read_rows(conn, contract, orders, partition_keys=["none"])
     assert empty.empty and list(empty.columns) == list(frame.columns)
+
+
+def test_line_breaks_in_text_beyond_one_parser_block(
+    conn: psycopg.Connection, contract: Contract
+) -> None:
+    """Arrow parses CSV in 1 MB blocks; a quoted line break must not split a row."""
+    apply_schema(conn, contract)
+    conn.execute(
+        "INSERT INTO dim_segment (segment_id, segment_name, _source_file, _source_row,"
+        " _partition_key, _run_id) SELECT n, repeat('line' || chr(10), 20) || n, 'f', n, 'p1', 'r'"
+        " FROM generate_series(1, 30000) AS n"
+    )
+
+    frame = read_rows(conn, contract, contract.sources["segments"], partition_keys=["p1"])
+
+    assert len(frame) == 30000
+    assert (frame["segment_name"] == "line\n" * 20 + frame["segment_id"].astype(str)).all()

@@ -113,7 +113,7 @@ def load_batch(
             stage = _create_staging(cur, schema, spec)
             _copy_clean_rows(cur, stage, batch.clean, columns, run_id)
         checks = _key_checks(contract, spec)
-        skip_fk_triggers = _may_skip_fk_triggers(cur, schema, spec.table)
+        skip_fk_triggers = _may_skip_fk_triggers(cur, schema, spec.table, checks)
         with watch.stage("orphan anti-join"):
             if skip_fk_triggers:
                 _lock_parents(cur, schema, checks)
@@ -387,38 +387,77 @@ def _upsert(
     return int(inserted), int(updated)
 
 
-def _may_skip_fk_triggers(cur: psycopg.Cursor, schema: str, table: str) -> bool:
+def _may_skip_fk_triggers(
+    cur: psycopg.Cursor, schema: str, table: str, checks: list[_KeyCheck]
+) -> bool:
     """Whether this load may leave its keys' proof to the orphan stage instead of FK triggers.
 
     The triggers re-prove every key the anti-join has just proven, one index lookup at a time:
     half of a 1 M-row fact load and of a 1 M-row dimension upsert. `session_replication_role =
     replica` turns them off for the upsert statement only; every other session, and this
-    load's partition replace, still enforce every FK. That needs a role that may set the
-    parameter (a superuser, or from PostgreSQL 15 one granted `SET ON PARAMETER
-    session_replication_role`) and a table with no triggers of its own, which it would turn off
-    too. Otherwise the triggers run as usual: slower, same result.
+    load's partition replace, still enforce every FK. Only when the proof is complete and holds:
+    - the table's FKs in the database are exactly the ones the orphan stage checks (one added by
+      hand, or dropped from the contract but still declared, would go unchecked);
+    - no FK refers to the table itself (its parents would be the rows being written);
+    - READ COMMITTED, so the anti-join sees the database as of after the parent locks;
+    - the role may lock the parents in SHARE mode (UPDATE, DELETE or TRUNCATE on them) and set
+      the parameter (a superuser, or from PostgreSQL 15 `GRANT SET ON PARAMETER
+      session_replication_role`);
+    - the table has no triggers of its own, which replica mode would turn off as well.
+    Otherwise the triggers run as usual: slower, same result.
     """
     cur.execute(
-        "SELECT EXISTS (SELECT FROM pg_trigger"
-        " WHERE tgrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND NOT tgisinternal)",
+        "WITH target AS (SELECT format('%%I.%%I', %s::text, %s::text)::regclass AS oid)"
+        " SELECT current_setting('transaction_isolation') = 'read committed',"
+        " EXISTS (SELECT FROM pg_trigger, target WHERE tgrelid = target.oid AND NOT tgisinternal),"
+        " coalesce((SELECT array_agg(a.attname || '>' || p.relname || '.' || pa.attname)"
+        " FROM target, pg_constraint c"
+        " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)"
+        " JOIN pg_class p ON p.oid = c.confrelid"
+        " JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attnum = ANY (c.confkey)"
+        " WHERE c.conrelid = target.oid AND c.contype = 'f'), '{}')",
         (schema, table),
     )
     row = cur.fetchone()
-    if row is None or row[0]:
-        log.info("%s has triggers of its own: its FK triggers run per row", table)
-        return False
-    try:
-        with cur.connection.transaction():
-            cur.execute("SET LOCAL session_replication_role = replica")
-    except psycopg.errors.InsufficientPrivilege:
-        log.info(
-            "the warehouse role may not set session_replication_role: %s's FK triggers run per"
-            " row (GRANT SET ON PARAMETER session_replication_role speeds loads up)",
-            table,
-        )
-        return False
-    cur.execute("SET LOCAL session_replication_role TO DEFAULT")
-    return True
+    assert row is not None
+    read_committed, own_triggers, declared = row
+    proven = {f"{c.column}>{c.parent_table}.{c.parent_column}" for c in checks}
+    parents = sorted({check.parent_table for check in checks})
+    reason = None
+    if set(declared) != proven:
+        reason = "its declared foreign keys differ from the contract's"
+    elif table in parents:
+        reason = "it refers to itself"
+    elif not read_committed:
+        reason = "the transaction is not READ COMMITTED"
+    elif own_triggers:
+        reason = "it has triggers of its own"
+    elif not _may_lock(cur, schema, parents):
+        reason = "the role may not lock its parent tables"
+    else:
+        try:
+            with cur.connection.transaction():
+                cur.execute("SET LOCAL session_replication_role = replica")
+        except psycopg.errors.InsufficientPrivilege:
+            reason = (
+                "the role may not set session_replication_role"
+                " (GRANT SET ON PARAMETER session_replication_role speeds loads up)"
+            )
+        else:
+            cur.execute("SET LOCAL session_replication_role TO DEFAULT")
+            return True
+    log.info("%s's FK triggers run per row: %s", table, reason)
+    return False
+
+
+def _may_lock(cur: psycopg.Cursor, schema: str, tables: list[str]) -> bool:
+    """Whether the role may take SHARE locks on these tables (it needs to be able to write them)."""
+    row = cur.execute(
+        "SELECT coalesce(bool_and(has_table_privilege(format('%%I.%%I', %s::text, name),"
+        " 'UPDATE, DELETE, TRUNCATE')), true) FROM unnest(%s::text[]) AS name",
+        (schema, tables),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 @contextmanager
@@ -428,6 +467,7 @@ def _fk_triggers_off(cur: psycopg.Cursor, off: bool) -> Iterator[None]:
         return
     cur.execute("SET LOCAL session_replication_role = replica")
     yield
+    # Not in a `finally`: after an error the transaction is aborted, and its rollback resets it.
     cur.execute("SET LOCAL session_replication_role TO DEFAULT")
 
 

@@ -58,17 +58,15 @@ def read_rows(
         with cur.copy(copy, params or None) as rows:
             for block in rows:
                 buffer.write(block)
-    # COPY's CSV writes NULL as an empty field and an empty string as "", so both survive, and
-    # no other text (a name "NA", say) reads as null.
     schema = pa.schema([(column.name, _arrow_type(column)) for column in columns])
     if not buffer.getbuffer().nbytes:
         return schema.empty_table().to_pandas()
-    buffer.seek(0)
     # COPY's CSV writes NULL as an empty field and an empty string as "", so both survive, and
-    # no other text (a name "NA", say) reads as null.
+    # no other text (a name "NA", say) reads as null. Free text may hold line breaks.
     table = pa_csv.read_csv(
-        buffer,
+        pa.BufferReader(buffer.getbuffer()),
         read_options=pa_csv.ReadOptions(column_names=schema.names),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
         convert_options=pa_csv.ConvertOptions(
             column_types=schema,
             null_values=[""],
