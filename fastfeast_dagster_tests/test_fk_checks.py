@@ -7,6 +7,11 @@ rows with the triggers running.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +19,7 @@ import psycopg
 import pytest
 
 from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.synthetic import generate
 from fastfeast_dagster.validation.prepare import PartitionFile, prepare_batch
 from fastfeast_dagster.warehouse.ddl import apply_schema
 from fastfeast_dagster.warehouse.load import LoadReport, _key_checks, _lock_parents, load_batch
@@ -40,7 +46,15 @@ CUSTOMERS = "SELECT customer_id, email, region_id, segment_id FROM dim_customer 
 def _load(url: str, contract: Contract, folder: Path, source: str) -> LoadReport:
     path = folder / f"{source}.csv"
     path.write_text(FILES[source])
-    batch = prepare_batch(source, [PartitionFile(path, "master", MASTER)], contract, folder, b"k")
+    return _load_file(url, contract, folder, source, path)
+
+
+def _load_file(
+    url: str, contract: Contract, root: Path, source: str, path: Path, hour: str | None = None
+) -> LoadReport:
+    """Load one file as the IO manager would: a master snapshot, or a stream hour's file."""
+    files = [PartitionFile(path, "stream", hour) if hour else PartitionFile(path, "master", MASTER)]
+    batch = prepare_batch(source, files, contract, root, b"k")
     with psycopg.connect(url) as conn:
         return load_batch(
             conn, contract, batch, asset_key=contract.sources[source].table, run_id="test"
@@ -159,3 +173,88 @@ def test_a_foreign_key_the_contract_does_not_know_keeps_the_triggers(
 
     with pytest.raises(psycopg.errors.ForeignKeyViolation):  # customer 2 is not a vip
         _load(parents, contract, tmp_path, "customers")
+
+
+def _wait_until(url: str, query: str, expected: int) -> None:
+    deadline = time.monotonic() + 30
+    with psycopg.connect(url, autocommit=True) as conn:
+        while conn.execute(query).fetchone() != (expected,):
+            assert time.monotonic() < deadline, query
+            time.sleep(0.05)
+
+
+def test_an_orders_replace_waits_for_a_tickets_load_referencing_an_order_it_removes(
+    warehouse_url: str, contract: Contract, tmp_path: Path
+) -> None:
+    """The race where the replace deleted the order under the tickets load, failing it."""
+    day = dt.date(2026, 3, 2)
+    root = tmp_path / "data"
+    generate(root, day, hours=[10])
+    with psycopg.connect(warehouse_url) as conn:
+        apply_schema(conn, contract)
+    for name in contract.load_order():
+        spec = contract.sources[name]
+        if spec.kind == "dimension":
+            _load_file(warehouse_url, contract, root, name, root / "master" / spec.files["master"])
+    orders = root / "input" / "stream" / str(day) / "10" / "orders.json"
+    _load_file(warehouse_url, contract, root, "orders", orders, f"{day}-10:00")
+    with psycopg.connect(warehouse_url) as conn:
+        order_id, customer, driver, restaurant = conn.execute(
+            "SELECT order_id, customer_id, driver_id, restaurant_id FROM fact_order"
+            " ORDER BY order_id LIMIT 1"
+        ).fetchone()
+        agent, reason, priority, channel = conn.execute(
+            "SELECT (SELECT min(agent_id) FROM dim_agent),"
+            " (SELECT min(reason_id) FROM dim_reason),"
+            " (SELECT min(priority_id) FROM dim_priority),"
+            " (SELECT min(channel_id) FROM dim_channel)"
+        ).fetchone()
+    ticket_id = str(uuid.uuid4())
+    tickets = root / "input" / "stream" / str(day) / "11" / "tickets.csv"
+    tickets.parent.mkdir(parents=True)
+    values = [order_id, customer, driver, restaurant, agent, reason, priority, channel]
+    tickets.write_text(
+        ",".join(contract.sources["tickets"].columns)
+        + "\n"
+        + ",".join([ticket_id, *("" if v is None else str(v) for v in values), "Open", ""])
+        + ",2026-03-02 11:05:00,,,,\n"
+    )
+    replaced = tmp_path / "orders.json"
+    records = json.loads(orders.read_text())
+    replaced.write_text(json.dumps([r for r in records if r["order_id"] != order_id]))
+    outcomes: dict[str, object] = {}
+
+    def load(name: str, source: str, path: Path, partition: str) -> None:
+        try:
+            outcomes[name] = _load_file(warehouse_url, contract, root, source, path, partition)
+        except Exception as error:  # reported by the assertions below
+            outcomes[name] = error
+
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with psycopg.connect(warehouse_url) as holder:
+        # Holds the tickets load after it has proven its keys, before it writes.
+        holder.execute("LOCK TABLE fact_ticket IN SHARE MODE")
+        tickets_load = threading.Thread(
+            target=load, args=("tickets", "tickets", tickets, f"{day}-11:00")
+        )
+        tickets_load.start()
+        _wait_until(warehouse_url, waiting, 1)
+        orders_load = threading.Thread(
+            target=load, args=("orders", "orders", replaced, f"{day}-10:00")
+        )
+        orders_load.start()
+        _wait_until(warehouse_url, waiting, 2)
+    tickets_load.join(60)
+    orders_load.join(60)
+
+    assert isinstance(outcomes["tickets"], LoadReport), outcomes["tickets"]
+    assert isinstance(outcomes["orders"], LoadReport), outcomes["orders"]
+    assert outcomes["tickets"].rows_loaded == 1
+    assert outcomes["orders"].removed == 0  # the order is referenced now, so it stays
+    with psycopg.connect(warehouse_url) as conn:
+        assert conn.execute(
+            "SELECT t.order_id FROM fact_ticket t JOIN fact_order o USING (order_id)"
+        ).fetchall() == [(order_id,)]
