@@ -106,7 +106,7 @@ def main() -> None:
     print_table(
         f"{args.rows:,} customers ({len(data) / 1e6:.0f} MB CSV)",
         [
-            ("raw psycopg COPY into a PK table (baseline)", copy, args.rows / copy),
+            ("raw psycopg COPY into a PK table (baseline, median of 3)", copy, args.rows / copy),
             ("  read + validate + mask", prepare, None),
             ("  load: COPY, orphan anti-join, upsert, quarantine, file log", load, None),
             ("pipeline total", total, args.rows / total),

@@ -168,7 +168,7 @@ def main() -> None:
     print_table(
         f"one hour of {rows:,.0f} order rows (orphan check against the scaled master)",
         [
-            ("raw psycopg COPY of the same rows into a PK table (baseline)", copy, rows / copy),
+            ("raw psycopg COPY into a PK table (baseline, median of 3)", copy, rows / copy),
             ("  read + validate + mask", hour["prepare_seconds"], None),
             (
                 "  load: COPY, orphan anti-join, upsert, quarantine, file log",

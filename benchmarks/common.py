@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import resource
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -42,24 +43,38 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def raw_copy_seconds(url: str, columns: list[str], primary_key: str, data: bytes) -> float:
-    """Baseline: plain psycopg COPY of the CSV bytes into a text table with the same key."""
+def raw_copy_seconds(
+    url: str, columns: list[str], primary_key: str, data: bytes, repeats: int = 3
+) -> float:
+    """Baseline: plain psycopg COPY of the CSV bytes into a text table with the same key.
+
+    The median of `repeats` loads into a fresh table: a single COPY on a shared machine varied
+    by a third between runs, and the ratio moved with it.
+    """
     definitions = sql.SQL(", ").join(
         sql.SQL("{} text{}").format(
             sql.Identifier(name), sql.SQL(" PRIMARY KEY" if name == primary_key else "")
         )
         for name in columns
     )
+    times = []
     with psycopg.connect(url) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_raw_copy")
-        conn.execute(sql.SQL("CREATE TABLE bench_raw_copy ({})").format(definitions))
+        for _ in range(repeats):
+            conn.execute("DROP TABLE IF EXISTS bench_raw_copy")
+            conn.execute(sql.SQL("CREATE TABLE bench_raw_copy ({})").format(definitions))
+            conn.commit()
+            started = time.perf_counter()
+            with (
+                conn.cursor() as cur,
+                cur.copy("COPY bench_raw_copy FROM STDIN (FORMAT csv)") as copy,
+            ):
+                for start in range(0, len(data), 1 << 20):
+                    copy.write(data[start : start + (1 << 20)])
+            conn.commit()
+            times.append(time.perf_counter() - started)
+        conn.execute("DROP TABLE bench_raw_copy")
         conn.commit()
-        started = time.perf_counter()
-        with conn.cursor() as cur, cur.copy("COPY bench_raw_copy FROM STDIN (FORMAT csv)") as copy:
-            for start in range(0, len(data), 1 << 20):
-                copy.write(data[start : start + (1 << 20)])
-        conn.commit()
-        return time.perf_counter() - started
+    return statistics.median(times)
 
 
 def peak_rss_mb() -> float:
