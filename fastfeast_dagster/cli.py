@@ -119,11 +119,14 @@ def _apply_schema() -> str:
     import psycopg
 
     from fastfeast_dagster.warehouse.connection import resolve_database_urls
-    from fastfeast_dagster.warehouse.ddl import apply_schema
+    from fastfeast_dagster.warehouse.ddl import SchemaBusy, apply_schema
 
     url = resolve_database_urls(default_contract()).warehouse
     with psycopg.connect(url) as conn:
-        apply_schema(conn, default_contract())
+        try:
+            apply_schema(conn, default_contract())
+        except SchemaBusy as error:
+            raise CliError(str(error)) from None
     return url
 
 

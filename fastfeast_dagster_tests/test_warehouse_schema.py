@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import threading
+import time
 
 import psycopg
 import pytest
 
 from fastfeast_dagster.settings import Contract
-from fastfeast_dagster.warehouse.ddl import apply_schema
+from fastfeast_dagster.warehouse.ddl import SchemaBusy, apply_schema
 
 LINEAGE = {"_source_file", "_source_row", "_partition_key", "_run_id", "_loaded_at"}
 
@@ -207,3 +209,43 @@ def test_a_column_added_to_the_contract_is_added_to_the_table(
     apply_schema(conn, evolved)
     row = conn.execute("SELECT team_name, team_lead FROM dim_team").fetchone()
     assert row == ("Refunds", None)
+
+
+def _with_team_lead(contract: Contract) -> Contract:
+    spec = contract.sources["teams"]
+    columns = {**spec.columns, "team_lead": spec.columns["team_name"]}
+    return copy.deepcopy(contract).model_copy(
+        update={
+            "sources": {**contract.sources, "teams": spec.model_copy(update={"columns": columns})}
+        }
+    )
+
+
+def test_a_schema_change_steps_back_for_running_loads_instead_of_queueing_before_readers(
+    warehouse_url: str, contract: Contract
+) -> None:
+    """A queued ALTER would hold up every later reader of the table until the load ends."""
+    with psycopg.connect(warehouse_url) as conn:
+        apply_schema(conn, contract)
+    evolved = _with_team_lead(contract)
+    with psycopg.connect(warehouse_url) as load, psycopg.connect(warehouse_url) as migrate:
+        migrate.execute("SET statement_timeout = '10s'")  # fail, not hang, if it queues
+        migrate.commit()
+        load.execute("SELECT count(*) FROM dim_team")  # a running load reads the table
+        with pytest.raises(SchemaBusy, match="loads kept the tables busy"):
+            apply_schema(migrate, evolved, give_up_after=0.1)
+        migration = threading.Thread(target=apply_schema, args=(migrate, evolved))
+        migration.start()
+        time.sleep(0.5)
+        with psycopg.connect(warehouse_url) as reader:
+            # Waits out at most one of the migration's short attempts, not the whole load.
+            reader.execute("SET lock_timeout = '5s'")
+            for _ in range(3):
+                reader.execute("SELECT count(*) FROM dim_team")
+                reader.rollback()
+                time.sleep(1)
+        load.rollback()
+        migration.join(30)
+        assert not migration.is_alive()
+    with psycopg.connect(warehouse_url) as conn:
+        assert conn.execute("SELECT team_lead FROM dim_team").fetchall() == []

@@ -12,6 +12,7 @@ column is a config change. Nothing is ever dropped automatically.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import psycopg
@@ -396,22 +397,52 @@ def pending_statements(
     return statements
 
 
-def apply_schema(conn: psycopg.Connection, contract: Contract) -> int:
+class SchemaBusy(RuntimeError):
+    """The schema change could not take its locks while loads kept the tables busy."""
+
+
+# How long one attempt of a schema change may wait for a lock before it steps back and retries.
+_LOCK_WAIT = "2s"
+
+
+def apply_schema(
+    conn: psycopg.Connection, contract: Contract, *, give_up_after: float = 600.0
+) -> int:
     """Create or evolve the warehouse in one transaction; returns the statements executed.
 
     An up-to-date warehouse costs a catalog read and takes no lock: every run worker calls this,
     and an `ALTER TABLE` (even a no-op one) would queue behind running loads and deadlock them.
-    Any failed statement fails the whole apply, loudly.
+    A real change waits for running loads a couple of seconds at a time and retries, instead of
+    waiting in their lock queue: a queued ACCESS EXCLUSIVE request holds up every later reader
+    of the table, and a load that holds one table while it waits for the next could deadlock
+    with it. Any failed statement fails the whole apply, loudly.
     """
+    deadline = time.monotonic() + give_up_after
+    while True:
+        try:
+            return _apply_once(conn, contract)
+        except psycopg.errors.LockNotAvailable:
+            if time.monotonic() >= deadline:
+                raise SchemaBusy(
+                    f"the warehouse schema change could not take its locks within"
+                    f" {give_up_after:.0f} s: loads kept the tables busy; it is retried when"
+                    " the next run starts, or run `fastfeast db start` once they are done"
+                ) from None
+            time.sleep(1)
+
+
+def _apply_once(conn: psycopg.Connection, contract: Contract) -> int:
     schema = contract.warehouse.schema_name
     with conn.transaction(), conn.cursor() as cur:
         if not pending_statements(contract, _read_catalog(cur, schema), conn):
             return 0
+        cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(_LOCK_WAIT)))
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_ID,))
         # Another process may have applied it while we waited for the lock.
         statements = pending_statements(contract, _read_catalog(cur, schema), conn)
         for statement in statements:
             cur.execute(statement)
+        cur.execute("SET LOCAL lock_timeout TO DEFAULT")
     return len(statements)
 
 
