@@ -435,6 +435,8 @@ def _may_skip_fk_triggers(
     elif not _may_lock(cur, schema, parents):
         reason = "the role may not lock its parent tables"
     else:
+        # Only a try can tell whether the role may set it (superuser, or a PostgreSQL 15+ grant);
+        # it goes back to the default at once, for the partition replace still ahead.
         try:
             with cur.connection.transaction():
                 cur.execute("SET LOCAL session_replication_role = replica")
