@@ -25,8 +25,9 @@ from typing import Any
 
 import psycopg
 
-from fastfeast_dagster.settings import EXPECTATIONS_DIR, load_contract
-from fastfeast_dagster.validation.prepare import PartitionFile, prepare_batch
+from fastfeast_dagster.batch import PartitionFile
+from fastfeast_dagster.contract import EXPECTATIONS_DIR, load_contract
+from fastfeast_dagster.validation.prepare import prepare_batch
 from fastfeast_dagster.warehouse.ddl import apply_schema
 from fastfeast_dagster.warehouse.load import load_batch
 

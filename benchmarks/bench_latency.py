@@ -52,7 +52,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from fastfeast_dagster.settings import PROJECT_ROOT, Contract, load_contract
+from fastfeast_dagster.contract import PROJECT_ROOT, Contract, load_contract
 
 BIN = Path(sys.executable).parent
 DAY = dt.date(2026, 3, 2)

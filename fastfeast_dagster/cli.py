@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastfeast_dagster.settings import ContractError, default_contract, state_root
+from fastfeast_dagster.contract import ContractError, default_contract, state_root
 from fastfeast_dagster.warehouse.connection import WAREHOUSE_URL_ENV, redact
 
 if TYPE_CHECKING:
@@ -221,9 +221,9 @@ def _ingest(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from fastfeast_dagster.contract import data_root
     from fastfeast_dagster.demo import run_demo
     from fastfeast_dagster.runtime import apply_environment, dagster_environment
-    from fastfeast_dagster.settings import data_root
 
     contract = default_contract()
     environment = dagster_environment(contract)
@@ -244,14 +244,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _expectations(args: argparse.Namespace) -> int:
     from fastfeast_dagster.checks.suites import expectations_command
-    from fastfeast_dagster.settings import EXPECTATIONS_DIR
+    from fastfeast_dagster.contract import EXPECTATIONS_DIR
 
     return expectations_command(args.action, default_contract(), EXPECTATIONS_DIR)
 
 
 def _dev(args: argparse.Namespace) -> int:
+    from fastfeast_dagster.contract import PROJECT_ROOT, data_root
     from fastfeast_dagster.runtime import dagster_environment
-    from fastfeast_dagster.settings import PROJECT_ROOT, data_root
 
     contract = default_contract()
     env = {**os.environ, **dagster_environment(contract)}

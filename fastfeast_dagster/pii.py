@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fastfeast_dagster.settings import Contract, state_root
+from fastfeast_dagster.contract import Contract, state_root
 from fastfeast_dagster.warehouse.connection import uses_embedded_server
 
 KEY_FILE_NAME = "pii.key"

@@ -20,13 +20,13 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from fastfeast_dagster.alerts import Alert, deliver
-from fastfeast_dagster.resources.warehouse import Warehouse
-from fastfeast_dagster.sensors.alerts import build_alert_sensors
-from fastfeast_dagster.settings import (
+from fastfeast_dagster.contract import (
     DEFAULT_CONFIG_PATH,
     Contract,
     load_contract,
 )
+from fastfeast_dagster.resources.warehouse import Warehouse
+from fastfeast_dagster.sensors.alerts import build_alert_sensors
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database, drop_database
 from fastfeast_dagster_tests.commands import free_port
 

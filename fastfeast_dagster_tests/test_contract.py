@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fastfeast_dagster.settings import DEFAULT_CONFIG_PATH, ContractError, load_contract
+from fastfeast_dagster.contract import DEFAULT_CONFIG_PATH, ContractError, load_contract
 
 RAW = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
 

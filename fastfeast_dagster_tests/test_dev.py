@@ -25,8 +25,8 @@ import psutil
 import psycopg
 import pytest
 
-from fastfeast_dagster.assets.tables import daily_partitions, hourly_partitions
-from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.assets.partitions import daily_partitions, hourly_partitions
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.synthetic import Manifest, generate
 from fastfeast_dagster_tests.commands import (
     BIN,

@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastfeast_dagster.settings import Contract, SourceSpec
+from fastfeast_dagster.contract import Contract, SourceSpec
 
 if TYPE_CHECKING:
     import great_expectations as gx

@@ -7,8 +7,8 @@ their rate limit and de-duplication live in `fastfeast_dagster.alerts`.
 import dagster as dg
 
 from fastfeast_dagster.alerts import check_failure_alert, deliver, run_failure_alert
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.resources.warehouse import Warehouse
-from fastfeast_dagster.settings import Contract
 
 _DISABLED = "alerts are off: set alerts.enabled in config/pipeline.yaml and FASTFEAST_SMTP_*"
 # Check evaluations read per tick; the rest wait for the next tick, nothing is skipped.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.contract import Contract
 
 SLA_VIEW = "ticket_sla"
 _NEEDED = {"orders", "tickets", "ticket_events", "agents"}
