@@ -9,7 +9,7 @@ on the same server: a plain psycopg `COPY` of the same rows' CSV bytes into a ta
 primary key. Then the table's Great Expectations suite validates the partition read back from
 Postgres, reported as a share of the partition's materialization time.
 
-Targets: ratio >= 0.2x raw COPY, peak RSS < 2 GB (issue 4); GE adds <= 35 % (issue 5).
+Targets: ratio >= 0.2x raw COPY, peak RSS < 2 GB; GE adds <= 35 % of a materialization.
 """
 
 from __future__ import annotations

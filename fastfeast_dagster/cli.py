@@ -185,8 +185,8 @@ def _generate(args: argparse.Namespace) -> int:
     from fastfeast_dagster.synthetic import generate
 
     manifest = generate(args.out, args.date, hours=args.hours, seed=args.seed, scale=args.scale)
-    files = manifest.files if hasattr(manifest, "files") else manifest["files"]
-    print(f"wrote {len(files)} files under {args.out} (manifest: {args.out / 'manifest.json'})")
+    manifest_path = args.out / "manifest.json"
+    print(f"wrote {len(manifest.files)} files under {args.out} (manifest: {manifest_path})")
     return 0
 
 

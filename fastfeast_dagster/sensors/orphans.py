@@ -11,6 +11,8 @@ from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.warehouse.orphans import open_orphan_partitions, resolvable_partitions
 
+ORPHAN_RETRY_SENSOR = "orphan_retry_sensor"
+
 
 def build_orphan_retry_sensor(contract: Contract) -> dg.SensorDefinition:
     references = [ref for ref in contract.relations.references if not ref.to_calendar]
@@ -19,7 +21,7 @@ def build_orphan_retry_sensor(contract: Contract) -> dg.SensorDefinition:
     load_order = [contract.sources[name].table for name in contract.load_order()]
 
     @dg.sensor(
-        name="orphan_retry_sensor",
+        name=ORPHAN_RETRY_SENSOR,
         description=(
             "When a parent table materializes, re-runs the partitions whose quarantined orphans "
             "now resolve; the load marks those quarantine rows resolved."
