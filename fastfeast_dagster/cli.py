@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from fastfeast_dagster.contract import ContractError, default_contract, state_root
 from fastfeast_dagster.warehouse.connection import WAREHOUSE_URL_ENV, redact
+from fastfeast_dagster.warehouse.embedded import EmbeddedServerError
 
 if TYPE_CHECKING:
     from fastfeast_dagster.warehouse.connection import DatabaseUrls
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (CliError, ContractError) as error:
+    except (CliError, ContractError, EmbeddedServerError) as error:
         print(f"fastfeast: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
