@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.warehouse.ddl import apply_schema
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database
 
