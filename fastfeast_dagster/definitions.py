@@ -18,6 +18,7 @@ from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.sensors.alerts import build_alert_sensors
 from fastfeast_dagster.sensors.folders import build_folder_sensor
 from fastfeast_dagster.sensors.orphans import build_orphan_retry_sensor
+from fastfeast_dagster.sensors.retries import build_run_retry_sensor
 
 config_path = contract_path()
 contract = cached_contract(config_path)
@@ -49,6 +50,7 @@ defs = dg.Definitions(
         build_folder_sensor("batch", contract, partitions["dimension"]),
         build_folder_sensor("stream", contract, partitions["fact"]),
         build_orphan_retry_sensor(contract),
+        build_run_retry_sensor(contract),
         dg.build_sensor_for_freshness_checks(
             freshness_checks=freshness_checks, default_status=dg.DefaultSensorStatus.RUNNING
         ),

@@ -5,11 +5,18 @@ the real sensors and executed through Dagster on the configured instance, tagged
 name and run key exactly as the daemon tags them, so the daemon and `fastfeast ingest` never run
 the same files twice. Its sensor cursors are kept on the instance between calls (apart from the
 daemon's), so a call costs a folder listing, not a run-key lookup per partition ever seen.
+
+Its runs name this process (`run_owners.py`), so that the next call reports a run it left
+behind (killed, or its server gone) failed, and the retry sensor takes it up. A warehouse or a
+Dagster storage that cannot be reached ends the call: the run it hit says so in one line, and
+the next call carries on.
 """
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,12 +27,24 @@ import dagster as dg
 # the daemon and `ingest` would run the same files twice.
 from dagster._core.storage.tags import RUN_KEY_TAG
 
+from fastfeast_dagster.run_owners import owner_tags
 from fastfeast_dagster.sensors.folders import FOLDER_SENSOR_NAMES, Cursor
 from fastfeast_dagster.sensors.orphans import ORPHAN_RETRY_SENSOR
+from fastfeast_dagster.sensors.retries import RUN_RETRY_SENSOR
+from fastfeast_dagster.warehouse.connection import (
+    WAREHOUSE_URL_ENV,
+    is_unreachable,
+    unreachable_message,
+)
 
-# Evaluated in this order each round: a day's dimensions before its hours' facts, then the retry
-# of orphans whose parents those runs brought.
-SENSOR_ORDER = (FOLDER_SENSOR_NAMES["batch"], FOLDER_SENSOR_NAMES["stream"], ORPHAN_RETRY_SENSOR)
+# Evaluated in this order each round: what earlier runs left unfinished, a day's dimensions
+# before its hours' facts, then the retry of orphans whose parents those runs brought.
+SENSOR_ORDER = (
+    RUN_RETRY_SENSOR,
+    FOLDER_SENSOR_NAMES["batch"],
+    FOLDER_SENSOR_NAMES["stream"],
+    ORPHAN_RETRY_SENSOR,
+)
 CURSOR_KEY_PREFIX = "fastfeast/ingest/cursor/"
 
 
@@ -37,11 +56,15 @@ class RunOutcome:
     assets: list[str]
     success: bool
     run_id: str
+    error: str | None = None  # the first line of what failed it
+    unreachable: bool = False  # the warehouse or Dagster's storage could not be reached
 
 
 @dataclass
 class IngestSummary:
     runs: list[RunOutcome] = field(default_factory=list)
+    # Set when the warehouse or Dagster's storage became unreachable, which ended the call.
+    unreachable: bool = False
 
     @property
     def failed(self) -> list[RunOutcome]:
@@ -57,6 +80,24 @@ def ingest(
     log_level: str = "DEBUG",
 ) -> IngestSummary:
     summary = IngestSummary()
+    try:
+        _ingest(defs, instance, summary, max_wait_seconds, on_run, log_level)
+    except Exception as error:
+        # Dagster's storage went away (between runs, or under one): the next call carries on.
+        if not is_unreachable(error):
+            raise
+        summary.unreachable = True
+    return summary
+
+
+def _ingest(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    summary: IngestSummary,
+    max_wait_seconds: float,
+    on_run: Callable[[RunOutcome], None] | None,
+    log_level: str,
+) -> None:
     sensors = [defs.resolve_sensor_def(name) for name in _present(defs)]
     stored = instance.daemon_cursor_storage.get_cursor_values(
         {CURSOR_KEY_PREFIX + sensor.name for sensor in sensors}
@@ -84,6 +125,9 @@ def ingest(
                 launched += 1
                 if on_run is not None:
                     on_run(outcome)
+                if outcome.unreachable:
+                    summary.unreachable = True
+                    return
             # Stored once the tick's runs exist: an interrupted call re-evaluates them next time
             # and the run keys keep them from running twice.
             if tick.cursor is not None and tick.cursor != cursors[sensor.name]:
@@ -96,7 +140,7 @@ def ingest(
         if pending and time.monotonic() < deadline:
             time.sleep(1.0)
             continue
-        return summary
+        return
 
 
 def _present(defs: dg.Definitions) -> list[str]:
@@ -126,22 +170,50 @@ def _execute(
     # Partition tags are re-derived from partition_key; keep the request's own tags.
     tags = {key: value for key, value in request.tags.items() if not key.startswith("dagster/")}
     tags.update(dg.DagsterRun.tags_for_sensor(sensor))
+    tags.update(owner_tags())
     if request.run_key:
         tags[RUN_KEY_TAG] = request.run_key
-    result = job.execute_in_process(
-        # The console only; the run's full event log is stored on the instance either way.
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        instance=instance,
-        partition_key=request.partition_key,
-        asset_selection=selection,
-        tags=tags,
-        raise_on_error=False,
-    )
-    return RunOutcome(
+    outcome = RunOutcome(
         sensor=sensor.name,
         run_key=request.run_key or "",
         partition_key=request.partition_key,
         assets=[key.to_user_string() for key in selection],
-        success=result.success,
-        run_id=result.run_id,
+        success=False,
+        # Chosen here, so that a run the storage lost mid-way can still be named.
+        run_id=str(uuid.uuid4()),
     )
+    try:
+        result = job.execute_in_process(
+            # The console only; the run's full event log is stored on the instance either way.
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            instance=instance,
+            partition_key=request.partition_key,
+            asset_selection=selection,
+            tags=tags,
+            run_id=outcome.run_id,
+            raise_on_error=False,
+        )
+    except Exception as error:
+        if not is_unreachable(error):
+            raise
+        url = os.environ.get(WAREHOUSE_URL_ENV, "the configured server")
+        outcome.error, outcome.unreachable = unreachable_message(url), True
+        return outcome
+    outcome.success = result.success
+    if not result.success:
+        outcome.error, outcome.unreachable = _failure(result)
+    return outcome
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> tuple[str, bool]:
+    """The first line of what failed the run (later lines of a database error may quote a row),
+    and whether the warehouse was unreachable."""
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            line = data.user_failure_data.description.splitlines()[0]
+            return line, data.error is not None and data.error.cls_name == "WarehouseUnreachable"
+        if data.error is not None:
+            text = data.error.message.strip().splitlines()[0] if data.error.message else ""
+            return f"{data.error.cls_name}: {text.split(': ', 1)[-1]}", False
+    return "the run failed", False

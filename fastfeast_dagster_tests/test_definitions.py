@@ -128,6 +128,7 @@ def test_sensors_and_schedules_run_by_default() -> None:
         "batch_files_sensor": dg.DefaultSensorStatus.RUNNING,
         "stream_files_sensor": dg.DefaultSensorStatus.RUNNING,
         "orphan_retry_sensor": dg.DefaultSensorStatus.RUNNING,
+        "run_retry_sensor": dg.DefaultSensorStatus.RUNNING,
         "freshness_checks_sensor": dg.DefaultSensorStatus.RUNNING,
         # Mail needs a relay: off until the contract enables alerts.
         "alert_on_run_failure": dg.DefaultSensorStatus.STOPPED,
@@ -216,12 +217,18 @@ def test_dagster_cli_validates_the_workspace(pg_server: EmbeddedPostgres, tmp_pa
     assert "All code locations passed validation" in result.stderr + result.stdout
 
 
-def test_the_instance_retries_a_failed_run_once(pg_server: EmbeddedPostgres, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    # The instance `fastfeast dev` and the daemon use, loaded from the project's dagster.yaml.
+def test_failed_runs_are_retried_by_the_retry_sensor_alone(
+    pg_server: EmbeddedPostgres,
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    # The instance `fastfeast dev` and the daemon use, loaded from the project's dagster.yaml:
+    # Dagster's own re-execution is off, or a failed run would be retried twice over.
     monkeypatch.setenv("FASTFEAST_DAGSTER_PG_URL", pg_server.url("dagster", driver="psycopg2"))
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(PROJECT_ROOT))) as instance:
-        assert instance.run_retries_enabled
-        assert instance.run_retries_max_retries == 1
+        assert not instance.run_retries_enabled
+        assert instance.run_monitoring_enabled
+    sensor = defs.resolve_sensor_def("run_retry_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_calendar_assets_materialize_into_the_warehouse(warehouse_url: str) -> None:

@@ -249,6 +249,7 @@ def test_sensors_and_schedules_run_in_the_ui(dev: Dev) -> None:
         "batch_files_sensor": "RUNNING",
         "stream_files_sensor": "RUNNING",
         "orphan_retry_sensor": "RUNNING",
+        "run_retry_sensor": "RUNNING",
         "freshness_checks_sensor": "RUNNING",
         "alert_on_run_failure": "STOPPED",
         "alert_on_check_failure": "STOPPED",
