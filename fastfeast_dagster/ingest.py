@@ -214,6 +214,9 @@ def _failure(result: dg.ExecuteInProcessResult) -> tuple[str, bool]:
             line = data.user_failure_data.description.splitlines()[0]
             return line, data.error is not None and data.error.cls_name == "WarehouseUnreachable"
         if data.error is not None:
-            text = data.error.message.strip().splitlines()[0] if data.error.message else ""
-            return f"{data.error.cls_name}: {text.split(': ', 1)[-1]}", False
+            error = data.error
+            while error.cause is not None:  # Dagster's wrapper, then the error of our code
+                error = error.cause
+            text = error.message.strip().splitlines()[0] if error.message else ""
+            return f"{error.cls_name}: {text.split(': ', 1)[-1]}", False
     return "the run failed", False
