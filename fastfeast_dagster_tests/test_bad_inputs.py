@@ -323,25 +323,29 @@ def _orders(data_dir: Path, content: bytes) -> None:
     (folder / "orders.json").write_bytes(content)
 
 
+# An order of the hour DAY 10:00 that references no parent: it loads on an empty warehouse.
+PARENTLESS_ORDER = {
+    "customer_id": None,
+    "restaurant_id": None,
+    "driver_id": None,
+    "region_id": None,
+    "order_amount": 10.0,
+    "delivery_fee": 2.0,
+    "discount_amount": 0.0,
+    "total_amount": 12.0,
+    "order_status": "Pending",
+    "payment_method": "cash",
+    "order_created_at": f"{DAY} 10:05:00",
+    "delivered_at": None,
+}
+
+
 def test_a_rejected_redelivery_keeps_the_partition_it_would_replace(
     data_dir: Path,
     materialize,
     warehouse_url: str,  # type: ignore[no-untyped-def]
 ) -> None:
-    order = {
-        "customer_id": None,
-        "restaurant_id": None,
-        "driver_id": None,
-        "region_id": None,
-        "order_amount": 10.0,
-        "delivery_fee": 2.0,
-        "discount_amount": 0.0,
-        "total_amount": 12.0,
-        "order_status": "Pending",
-        "payment_method": "cash",
-        "order_created_at": f"{DAY} 10:05:00",
-        "delivered_at": None,
-    }
+    order = PARENTLESS_ORDER
     ids = ["3f2b8c1e-1a2b-4c3d-8e9f-0a1b2c3d4e5f", "3f2b8c1e-1a2b-4c3d-8e9f-0a1b2c3d4e50"]
     _orders(data_dir, json.dumps([{"order_id": i, **order} for i in ids]).encode())
     assert materialize(["fact_order"], f"{DAY}-10:00").success

@@ -24,6 +24,7 @@ from fastfeast_dagster.validation.prepare import prepare_batch
 from fastfeast_dagster.warehouse.ddl import apply_schema
 from fastfeast_dagster.warehouse.load import load_batch
 from fastfeast_dagster_tests import faults
+from fastfeast_dagster_tests.test_bad_inputs import PARENTLESS_ORDER
 
 HOUR = "2026-03-02-10:00"
 # Loads one orders file as the IO manager does, in a process of its own.
@@ -49,21 +50,7 @@ with psycopg.connect(url) as conn:
 
 def _orders(count: int) -> list[dict[str, object]]:
     return [
-        {
-            "order_id": f"3f2b8c1e-1a2b-4c3d-8e9f-{index:012d}",
-            "customer_id": None,
-            "restaurant_id": None,
-            "driver_id": None,
-            "region_id": None,
-            "order_amount": 10.0,
-            "delivery_fee": 2.0,
-            "discount_amount": 0.0,
-            "total_amount": 12.0,
-            "order_status": "Pending",
-            "payment_method": "cash",
-            "order_created_at": "2026-03-02 10:05:00",
-            "delivered_at": None,
-        }
+        {"order_id": f"3f2b8c1e-1a2b-4c3d-8e9f-{index:012d}", **PARENTLESS_ORDER}
         for index in range(count)
     ]
 
