@@ -21,6 +21,7 @@ from fastfeast_dagster.contract.model import (
     SourceSpec,
     SumEqualsRule,
 )
+from fastfeast_dagster.contract.policy import policy_problems
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 # What Dagster accepts as an asset owner.
@@ -132,6 +133,8 @@ def _check_source(contract: Contract, name: str, spec: SourceSpec) -> Iterator[s
             yield f"{key}: min {column.min} is above max {column.max}"
         if column.pii is not None and column.type != "text":
             yield f"{key}.pii: only text columns can be masked"
+
+    yield from policy_problems(spec, at)
 
     for index, fk in enumerate(spec.foreign_keys):
         key = f"{at}.foreign_keys.{index}"

@@ -59,9 +59,9 @@ class PostgresIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         """The rows the asked partitions own in the asset's table, as committed."""
         contract = self.warehouse.contract
-        spec = contract.sources[contract.table_sources[context.asset_key.path[-1]]]
+        source = contract.table_sources[context.asset_key.path[-1]]
         with self.warehouse.connect() as conn:
-            return read_rows(conn, contract, spec, partition_keys=context.asset_partition_keys)
+            return read_rows(conn, contract, source, context.asset_partition_keys)
 
 
 def report_metadata(report: LoadReport) -> dict[str, object]:
@@ -69,12 +69,14 @@ def report_metadata(report: LoadReport) -> dict[str, object]:
         "rows_read": report.rows_read,
         "rows_loaded": report.rows_loaded,
         "rows_quarantined": report.rows_quarantined,
+        "rows_repaired": report.rows_repaired,
         "rows_inserted": report.inserted,
         "rows_updated": report.updated,
         "rows_removed": report.removed,
         "duplicates": report.duplicates,
         "orphans": report.orphans,
         "quarantined_by_stage": dg.MetadataValue.json(report.rejects_by_stage),
+        "repaired_by_column": dg.MetadataValue.json(report.repairs_by_column),
         "source_files": dg.MetadataValue.json(
             {path: asdict(counts) for path, counts in report.files.items()}
         ),

@@ -19,7 +19,12 @@ from psycopg import sql
 
 from fastfeast_dagster.batch import LINEAGE_COLUMNS, PARTITION_COLUMN
 from fastfeast_dagster.contract import Contract, Reference, SourceSpec, TableColumn
-from fastfeast_dagster.warehouse.fixed_tables import FILL_DIM_DATE, FILL_DIM_TIME, FIXED_TABLES
+from fastfeast_dagster.warehouse.fixed_tables import (
+    FILL_DIM_DATE,
+    FILL_DIM_TIME,
+    FIXED_COLUMNS,
+    FIXED_TABLES,
+)
 from fastfeast_dagster.warehouse.sla import SLA_VIEW, sla_view_statement
 
 # Held while the schema is applied, so concurrent run workers do not race each other's DDL.
@@ -55,7 +60,7 @@ def _source_table_statements(
     spec = contract.sources[source]
     schema = contract.warehouse.schema_name
     table = sql.Identifier(schema, spec.table)
-    columns = spec.table_columns
+    columns = contract.table_columns(source)
     statements: list[sql.Composable] = []
     if spec.table not in catalog.relations:
         definitions = [_definition(column) for column in [*columns, *LINEAGE_COLUMNS]]
@@ -72,6 +77,15 @@ def _source_table_statements(
             )
             for column in columns
             if (spec.table, column.name) not in catalog.columns
+        ]
+        # A required column whose bad values now repair to NULL (the contract's policy changed)
+        # may hold NULL from now on; tightening the other way is never done automatically.
+        statements += [
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(
+                table, sql.Identifier(column.name)
+            )
+            for column in columns
+            if column.nullable and (spec.table, column.name) in catalog.not_null
         ]
     statements += [
         sql.SQL("CREATE INDEX {} ON {} ({})").format(
@@ -90,6 +104,7 @@ class _Catalog:
     schema_exists: bool
     relations: frozenset[str]
     columns: frozenset[tuple[str, str]]
+    not_null: frozenset[tuple[str, str]]
     foreign_keys: frozenset[str]
     calendar_rows: tuple[int, int]
 
@@ -97,7 +112,7 @@ class _Catalog:
 def _read_catalog(cur: psycopg.Cursor, schema: str) -> _Catalog:
     cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
     if cur.fetchone() is None:
-        return _Catalog(False, frozenset(), frozenset(), frozenset(), (0, 0))
+        return _Catalog(False, frozenset(), frozenset(), frozenset(), frozenset(), (0, 0))
     cur.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s",
@@ -105,10 +120,13 @@ def _read_catalog(cur: psycopg.Cursor, schema: str) -> _Catalog:
     )
     relations = frozenset(row[0] for row in cur.fetchall())
     cur.execute(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
+        "SELECT table_name, column_name, is_nullable = 'NO' FROM information_schema.columns"
+        " WHERE table_schema = %s",
         (schema,),
     )
-    columns = frozenset((row[0], row[1]) for row in cur.fetchall())
+    found = cur.fetchall()
+    columns = frozenset((row[0], row[1]) for row in found)
+    not_null = frozenset((row[0], row[1]) for row in found if row[2])
     cur.execute(
         "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
         " WHERE n.nspname = %s AND c.contype = 'f'",
@@ -124,7 +142,7 @@ def _read_catalog(cur: psycopg.Cursor, schema: str) -> _Catalog:
         )
         row = cur.fetchone()
         calendar = (int(row[0]), int(row[1])) if row else (0, 0)
-    return _Catalog(True, relations, columns, keys, calendar)
+    return _Catalog(True, relations, columns, not_null, keys, calendar)
 
 
 def pending_statements(
@@ -141,6 +159,13 @@ def pending_statements(
         sql.SQL(script.format(schema=ident))  # type: ignore[arg-type]
         for table, script in FIXED_TABLES.items()
         if table not in catalog.relations
+    ]
+    statements += [
+        sql.SQL("ALTER TABLE {} ADD COLUMN {} " + definition).format(  # type: ignore[arg-type]
+            sql.Identifier(schema, table), sql.Identifier(column)
+        )
+        for (table, column), definition in FIXED_COLUMNS.items()
+        if table in catalog.relations and (table, column) not in catalog.columns
     ]
     for name in contract.load_order():
         statements += _source_table_statements(contract, name, catalog)
