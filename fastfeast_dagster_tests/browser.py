@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, ViewportSize, expect, sync_playwright
 
 CHROMIUM = Path(os.environ.get("FASTFEAST_CHROMIUM", "/usr/bin/chromium"))
 INSTALL = "apt-get install -y chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 
-# Headless on a closed network: without the background-networking flags Chromium's own
-# connections (component updates, sync, field trials) are refused and it stalls; no sandbox
-# because the tests run as root.
+# Headless on a closed network: the background-networking flags keep Chromium from its own
+# connections (component updates, sync, field trials), which this network refuses; no sandbox,
+# because CI runs the tests as root.
 FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -44,7 +44,7 @@ FLAGS = [
     "--disable-sync",
 ]
 # Tall enough that the Automation list (virtualized: only rows on screen exist) shows them all.
-VIEWPORT = {"width": 1600, "height": 1000}
+VIEWPORT: ViewportSize = {"width": 1600, "height": 1000}
 # A first render on the shared 2-core machine, with runs going on, takes seconds, not minutes.
 TIMEOUT_MS = 60_000
 expect.set_options(timeout=TIMEOUT_MS)
@@ -81,7 +81,7 @@ def chromium() -> Iterator[BrowserContext]:
             executable_path=str(CHROMIUM),
             headless=True,
             args=FLAGS,
-            viewport=VIEWPORT,  # type: ignore[arg-type]
+            viewport=VIEWPORT,
         )
         context.set_default_timeout(TIMEOUT_MS)
         try:
