@@ -4,7 +4,7 @@
 
 Both measurements run in the same process against the same embedded PostgreSQL, so the ratio is
 meaningful on any machine: the pipeline's rows/s divided by a plain psycopg `COPY` of the same
-file's CSV bytes into a table with the same primary key. Target (issue 3): ratio >= 0.25.
+file's CSV bytes into a table with the same primary key. Target: ratio >= 0.25.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from fastfeast_dagster.settings import load_contract
-from fastfeast_dagster.validation.prepare import PartitionFile, prepare_batch
+from fastfeast_dagster.batch import PartitionFile
+from fastfeast_dagster.contract import load_contract
+from fastfeast_dagster.validation.prepare import prepare_batch
 from fastfeast_dagster.warehouse.ddl import apply_schema
 from fastfeast_dagster.warehouse.load import load_batch
 

@@ -9,7 +9,7 @@ on the same server: a plain psycopg `COPY` of the same rows' CSV bytes into a ta
 primary key. Then the table's Great Expectations suite validates the partition read back from
 Postgres, reported as a share of the partition's materialization time.
 
-Targets: ratio >= 0.2x raw COPY, peak RSS < 2 GB (issue 4); GE adds <= 35 % (issue 5).
+Targets: ratio >= 0.2x raw COPY, peak RSS < 2 GB; GE adds <= 35 % of a materialization.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import Any
 
 import psycopg
 
-from fastfeast_dagster.settings import EXPECTATIONS_DIR, load_contract
-from fastfeast_dagster.validation.prepare import PartitionFile, prepare_batch
+from fastfeast_dagster.batch import PartitionFile
+from fastfeast_dagster.contract import EXPECTATIONS_DIR, load_contract
+from fastfeast_dagster.validation.prepare import prepare_batch
 from fastfeast_dagster.warehouse.ddl import apply_schema
 from fastfeast_dagster.warehouse.load import load_batch
 

@@ -1,4 +1,4 @@
-"""Benchmark: latency from a stream file becoming settled to its rows being committed (issue 6).
+"""Benchmark: latency from a stream file becoming settled to its rows being committed.
 
     python benchmarks/bench_latency.py [--files 12] [--spacing 25] [--burst 3]
 
@@ -52,7 +52,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from fastfeast_dagster.settings import PROJECT_ROOT, Contract, load_contract
+from fastfeast_dagster.contract import PROJECT_ROOT, Contract, load_contract
 
 BIN = Path(sys.executable).parent
 DAY = dt.date(2026, 3, 2)
@@ -104,7 +104,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp state dir")
     args = parser.parse_args()
     if args.files < 10:
-        parser.error("issue 6 asks for at least 10 files")
+        parser.error("the target is judged on at least 10 files")
 
     # A shell that starts us in the background ignores SIGINT, and children inherit an ignored
     # signal: `fastfeast dev` would then never see the Ctrl-C that stops it cleanly.

@@ -15,8 +15,8 @@ from email.message import EmailMessage
 import dagster as dg
 import psycopg
 
+from fastfeast_dagster.contract import Contract, SmtpSettings
 from fastfeast_dagster.resources.warehouse import Warehouse
-from fastfeast_dagster.settings import Contract, SmtpSettings
 from fastfeast_dagster.warehouse.alert_log import claim_alert
 
 logger = logging.getLogger(__name__)

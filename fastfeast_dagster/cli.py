@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastfeast_dagster.settings import ContractError, default_contract, state_root
+from fastfeast_dagster.contract import ContractError, default_contract, state_root
 from fastfeast_dagster.warehouse.connection import WAREHOUSE_URL_ENV, redact
+from fastfeast_dagster.warehouse.embedded import EmbeddedServerError
 
 if TYPE_CHECKING:
     from fastfeast_dagster.warehouse.connection import DatabaseUrls
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (CliError, ContractError) as error:
+    except (CliError, ContractError, EmbeddedServerError) as error:
         print(f"fastfeast: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -185,8 +186,8 @@ def _generate(args: argparse.Namespace) -> int:
     from fastfeast_dagster.synthetic import generate
 
     manifest = generate(args.out, args.date, hours=args.hours, seed=args.seed, scale=args.scale)
-    files = manifest.files if hasattr(manifest, "files") else manifest["files"]
-    print(f"wrote {len(files)} files under {args.out} (manifest: {args.out / 'manifest.json'})")
+    manifest_path = args.out / "manifest.json"
+    print(f"wrote {len(manifest.files)} files under {args.out} (manifest: {manifest_path})")
     return 0
 
 
@@ -221,9 +222,9 @@ def _ingest(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from fastfeast_dagster.contract import data_root
     from fastfeast_dagster.demo import run_demo
     from fastfeast_dagster.runtime import apply_environment, dagster_environment
-    from fastfeast_dagster.settings import data_root
 
     contract = default_contract()
     environment = dagster_environment(contract)
@@ -244,14 +245,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _expectations(args: argparse.Namespace) -> int:
     from fastfeast_dagster.checks.suites import expectations_command
-    from fastfeast_dagster.settings import EXPECTATIONS_DIR
+    from fastfeast_dagster.contract import EXPECTATIONS_DIR
 
     return expectations_command(args.action, default_contract(), EXPECTATIONS_DIR)
 
 
 def _dev(args: argparse.Namespace) -> int:
+    from fastfeast_dagster.contract import PROJECT_ROOT, data_root
     from fastfeast_dagster.runtime import dagster_environment
-    from fastfeast_dagster.settings import PROJECT_ROOT, data_root
 
     contract = default_contract()
     env = {**os.environ, **dagster_environment(contract)}

@@ -9,31 +9,33 @@ from fastfeast_dagster.assets.maintenance import (
     maintenance_assets,
 )
 from fastfeast_dagster.assets.marts import build_mart_assets, build_marts_schedule
-from fastfeast_dagster.assets.tables import (
-    IO_MANAGER_KEY,
-    build_table_assets,
-    daily_partitions,
-    hourly_partitions,
-)
-from fastfeast_dagster.checks.asset_checks import build_freshness_checks
+from fastfeast_dagster.assets.partitions import partitions_by_kind
+from fastfeast_dagster.assets.tables import IO_MANAGER_KEY, build_table_assets
+from fastfeast_dagster.checks.asset_checks import build_freshness_checks, build_table_checks
+from fastfeast_dagster.contract import cached_contract, contract_path
 from fastfeast_dagster.resources.io_manager import PostgresIOManager
 from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.sensors.alerts import build_alert_sensors
 from fastfeast_dagster.sensors.folders import build_folder_sensor
 from fastfeast_dagster.sensors.orphans import build_orphan_retry_sensor
-from fastfeast_dagster.settings import default_contract
 
-contract = default_contract()
-warehouse = Warehouse()
+config_path = contract_path()
+contract = cached_contract(config_path)
+partitions = partitions_by_kind(contract)
+warehouse = Warehouse(contract_path=str(config_path))
 freshness_checks = build_freshness_checks(contract)
 
-marts = build_mart_assets(contract, daily_partitions(contract))
+marts = build_mart_assets(contract, partitions["dimension"])
 assets = [
-    *calendar_assets,
-    *build_table_assets(contract),
-    *maintenance_assets,
+    *calendar_assets(contract),
+    *build_table_assets(contract, partitions),
+    *maintenance_assets(contract),
     build_quarantine_spec(contract),
     *marts,
+]
+table_checks = [
+    build_table_checks(source, contract, partitions[spec.kind])
+    for source, spec in contract.sources.items()
 ]
 
 defs = dg.Definitions(
@@ -42,10 +44,10 @@ defs = dg.Definitions(
         lambda spec: spec if spec.owners else spec.replace_attributes(owners=contract.owners),
         assets,
     ),
-    asset_checks=freshness_checks,
+    asset_checks=[*table_checks, *freshness_checks],
     sensors=[
-        build_folder_sensor("batch", contract, daily_partitions(contract)),
-        build_folder_sensor("stream", contract, hourly_partitions(contract)),
+        build_folder_sensor("batch", contract, partitions["dimension"]),
+        build_folder_sensor("stream", contract, partitions["fact"]),
         build_orphan_retry_sensor(contract),
         dg.build_sensor_for_freshness_checks(
             freshness_checks=freshness_checks, default_status=dg.DefaultSensorStatus.RUNNING
@@ -57,7 +59,7 @@ defs = dg.Definitions(
         "warehouse": warehouse,
         IO_MANAGER_KEY: PostgresIOManager(warehouse=warehouse),
     },
-    # One process per run: the multiprocess executor re-imports everything per step and doubles
-    # the time of these small runs (notes/dagster_1.13.md §5.4).
+    # One process per run: the multiprocess executor re-imports everything per step and roughly
+    # doubles the time of these small runs.
     executor=dg.in_process_executor,
 )

@@ -11,8 +11,8 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.ingest import RunOutcome, ingest
-from fastfeast_dagster.settings import Contract
 from fastfeast_dagster.synthetic import generate
 from fastfeast_dagster.warehouse.sla import SLA_VIEW
 

@@ -14,13 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+
+# Dagster 1.13 has no public name for the run-key tag its sensor daemon sets (the sensor's own
+# tag comes from the public `DagsterRun.tags_for_sensor`); it must be the daemon's exact tag, or
+# the daemon and `ingest` would run the same files twice.
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from fastfeast_dagster.sensors.folders import FOLDER_SENSOR_NAMES, Cursor
+from fastfeast_dagster.sensors.orphans import ORPHAN_RETRY_SENSOR
 
 # Evaluated in this order each round: a day's dimensions before its hours' facts, then the retry
 # of orphans whose parents those runs brought.
-SENSOR_ORDER = (FOLDER_SENSOR_NAMES["batch"], FOLDER_SENSOR_NAMES["stream"], "orphan_retry_sensor")
+SENSOR_ORDER = (FOLDER_SENSOR_NAMES["batch"], FOLDER_SENSOR_NAMES["stream"], ORPHAN_RETRY_SENSOR)
 CURSOR_KEY_PREFIX = "fastfeast/ingest/cursor/"
 
 
@@ -72,9 +77,9 @@ def ingest(
             if sensor.name in FOLDER_SENSOR_NAMES.values():
                 pending += Cursor.loads(tick.cursor).pending
             for request in tick.run_requests or []:
-                if _already_ran(instance, sensor.name, request.run_key):
+                if _already_ran(instance, sensor, request.run_key):
                     continue
-                outcome = _execute(defs, instance, sensor.name, request, log_level)
+                outcome = _execute(defs, instance, sensor, request, log_level)
                 summary.runs.append(outcome)
                 launched += 1
                 if on_run is not None:
@@ -99,17 +104,19 @@ def _present(defs: dg.Definitions) -> list[str]:
     return [name for name in SENSOR_ORDER if name in names]
 
 
-def _already_ran(instance: dg.DagsterInstance, sensor: str, run_key: str | None) -> bool:
+def _already_ran(
+    instance: dg.DagsterInstance, sensor: dg.SensorDefinition, run_key: str | None
+) -> bool:
     if run_key is None:
         return False
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}))
-    return any(run.tags.get(SENSOR_NAME_TAG) == sensor for run in runs)
+    tags = {RUN_KEY_TAG: run_key, **dg.DagsterRun.tags_for_sensor(sensor)}
+    return bool(instance.get_run_ids(filters=dg.RunsFilter(tags=tags), limit=1))
 
 
 def _execute(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
-    sensor: str,
+    sensor: dg.SensorDefinition,
     request: dg.RunRequest,
     log_level: str,
 ) -> RunOutcome:
@@ -118,7 +125,7 @@ def _execute(
     assert job is not None, f"no job for {selection}"
     # Partition tags are re-derived from partition_key; keep the request's own tags.
     tags = {key: value for key, value in request.tags.items() if not key.startswith("dagster/")}
-    tags[SENSOR_NAME_TAG] = sensor
+    tags.update(dg.DagsterRun.tags_for_sensor(sensor))
     if request.run_key:
         tags[RUN_KEY_TAG] = request.run_key
     result = job.execute_in_process(
@@ -131,7 +138,7 @@ def _execute(
         raise_on_error=False,
     )
     return RunOutcome(
-        sensor=sensor,
+        sensor=sensor.name,
         run_key=request.run_key or "",
         partition_key=request.partition_key,
         assets=[key.to_user_string() for key in selection],

@@ -1,7 +1,7 @@
 """Keyed masking of PII: HMAC-SHA256 under a secret key, after canonicalising the value.
 
-An unkeyed hash of a phone number or a national id is reversible by brute force in minutes (the
-reference's §12 D1); a keyed HMAC is not without the key. Canonicalising first (§12 D2) makes
+An unkeyed hash of a phone number or a national id is reversible by brute force in minutes; a
+keyed HMAC is not without the key. Canonicalising first makes
 `01012345678`, `1012345678` and `+20 101 234 5678` mask to the same token, so masked columns stay
 usable as join keys.
 """
@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fastfeast_dagster.settings import Contract, state_root
+from fastfeast_dagster.contract import Contract, state_root
 from fastfeast_dagster.warehouse.connection import uses_embedded_server
 
 KEY_FILE_NAME = "pii.key"

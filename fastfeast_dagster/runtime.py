@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fastfeast_dagster.settings import PROJECT_ROOT, Contract, state_root
+from fastfeast_dagster.contract import PROJECT_ROOT, Contract, state_root
 from fastfeast_dagster.warehouse.connection import (
     DAGSTER_STORAGE_ENV,
     WAREHOUSE_URL_ENV,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fastfeast_dagster.settings import PROJECT_ROOT
+from fastfeast_dagster.contract import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 

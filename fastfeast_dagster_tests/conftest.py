@@ -14,7 +14,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from fastfeast_dagster.settings import EXPECTATIONS_DIR, Contract, load_contract
+from fastfeast_dagster.contract import EXPECTATIONS_DIR, Contract, load_contract
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database, drop_database
 
 # Tests must never reach a server the project did not start: drop any inherited URLs.

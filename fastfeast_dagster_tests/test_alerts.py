@@ -20,13 +20,14 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from fastfeast_dagster.alerts import Alert, deliver
-from fastfeast_dagster.resources.warehouse import Warehouse
-from fastfeast_dagster.sensors.alerts import build_alert_sensors
-from fastfeast_dagster.settings import (
+from fastfeast_dagster.contract import (
     DEFAULT_CONFIG_PATH,
     Contract,
     load_contract,
 )
+from fastfeast_dagster.resources.warehouse import Warehouse
+from fastfeast_dagster.sensors.alerts import build_alert_sensors
+from fastfeast_dagster.warehouse.ddl import apply_schema
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database, drop_database
 from fastfeast_dagster_tests.commands import free_port
 
@@ -190,6 +191,8 @@ def test_a_mail_that_cannot_be_sent_is_retried_not_suppressed(
     mails, port = inbox
     alert = Alert("fact_order", "2026-03-02-10:00", "run failed", ("run: x",), "http://ui/runs/x")
     unreachable = _alerting_contract(tmp_path, monkeypatch, free_port())
+    with psycopg.connect(pipeline_env) as conn:
+        apply_schema(conn, unreachable)  # what a run's warehouse resource does when it starts
     with pytest.raises(ConnectionRefusedError):
         deliver(unreachable, Warehouse(), alert)
     with psycopg.connect(pipeline_env) as conn:

@@ -6,15 +6,13 @@ import datetime as dt
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import psycopg
 import pytest
 
 from fastfeast_dagster.checks import asset_checks
-from fastfeast_dagster.resources.warehouse import Warehouse
-from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.synthetic import generate
-from fastfeast_dagster.warehouse.batch import LoadBatch
+from fastfeast_dagster.warehouse.readback import read_rows
 
 DAY = "2026-03-02"
 
@@ -96,11 +94,10 @@ def test_a_violation_planted_in_the_table_fails_the_right_expectation(
         # Straight into the table, past validation: out of range and a non-token "masked" email.
         conn.execute("UPDATE dim_agent SET csat_score = 7.5, agent_email = 'clear@text.com'")
     spec = contract.sources["agents"]
-    # The check of the day that loaded agent 7, evaluated again over the tampered table.
-    keys = pd.DataFrame({"agent_id": [7]})
-    batch = LoadBatch("agents", [DAY], [], keys, pd.DataFrame(), pd.DataFrame())
-    warehouse = Warehouse(database_url=warehouse_url)
-    checks = asset_checks.evaluate_checks(warehouse, contract, spec, batch, "dim_agent")
+    # The day's check evaluated again over the tampered table, through the rows it reads.
+    with psycopg.connect(warehouse_url) as conn:
+        rows = read_rows(conn, contract, spec, partition_keys=[DAY])
+    checks = [asset_checks.suite_result(rows, spec)]
     results = {result.check_name: result for result in checks}
     ge = results["great_expectations"]
     assert not ge.passed

@@ -9,10 +9,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from fastfeast_dagster.assets.tables import daily_partitions
+from fastfeast_dagster.assets.partitions import daily_partitions
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.definitions import defs
 from fastfeast_dagster.sensors.folders import Cursor, FoundFile, build_folder_sensor, scan
-from fastfeast_dagster.settings import Contract
 
 SETTLE = 1.0
 

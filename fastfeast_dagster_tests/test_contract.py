@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fastfeast_dagster.settings import DEFAULT_CONFIG_PATH, ContractError, load_contract
+from fastfeast_dagster.contract import DEFAULT_CONFIG_PATH, ContractError, load_contract
 
 RAW = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
 
@@ -22,7 +22,7 @@ def test_the_shipped_contract_describes_all_sixteen_sources(contract) -> None:
     assert contract.sources["restaurants"].file_format("batch") == "json"
     assert contract.sources["restaurants"].file_format("master") == "csv"
     assert contract.sources["drivers"].pii_columns == ["driver_phone", "national_id"]
-    # Every real foreign key of the reference (§4.4, §6), dim→dim and fact→dim/fact.
+    # Every real foreign key of the reference system, dim→dim and fact→dim/fact.
     fks = {
         (name, fk.column, fk.references)
         for name, spec in contract.sources.items()

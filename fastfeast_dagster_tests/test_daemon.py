@@ -16,7 +16,7 @@ import psutil
 import psycopg
 import pytest
 
-from fastfeast_dagster.settings import PROJECT_ROOT
+from fastfeast_dagster.contract import PROJECT_ROOT
 from fastfeast_dagster.synthetic import generate
 from fastfeast_dagster_tests.commands import (
     BIN,

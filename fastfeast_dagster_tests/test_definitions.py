@@ -8,8 +8,8 @@ import os
 import dagster as dg
 from dagster._core.instance.ref import InstanceRef
 
+from fastfeast_dagster.contract import PROJECT_ROOT
 from fastfeast_dagster.definitions import defs
-from fastfeast_dagster.settings import PROJECT_ROOT
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres
 from fastfeast_dagster_tests.commands import run_command
 
@@ -226,11 +226,12 @@ def test_the_instance_retries_a_failed_run_once(pg_server: EmbeddedPostgres, mon
 
 def test_calendar_assets_materialize_into_the_warehouse(warehouse_url: str) -> None:
     from fastfeast_dagster.assets.calendar import calendar_assets
+    from fastfeast_dagster.contract import load_contract
     from fastfeast_dagster.resources.warehouse import Warehouse
 
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            calendar_assets,
+            calendar_assets(load_contract()),
             instance=instance,
             resources={"warehouse": Warehouse(database_url=warehouse_url)},
         )

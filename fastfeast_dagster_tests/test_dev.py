@@ -29,8 +29,8 @@ import psycopg
 import pytest
 from playwright.sync_api import expect
 
-from fastfeast_dagster.assets.tables import daily_partitions, hourly_partitions
-from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.assets.partitions import daily_partitions, hourly_partitions
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.synthetic import Manifest, generate
 from fastfeast_dagster_tests.browser import UI, open_ui, settle
 from fastfeast_dagster_tests.commands import (

@@ -14,7 +14,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from fastfeast_dagster.settings import Contract, load_contract
+from fastfeast_dagster.contract import Contract, load_contract
 from fastfeast_dagster.synthetic import Manifest, generate
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database
 

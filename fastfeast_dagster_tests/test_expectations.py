@@ -28,7 +28,7 @@ from fastfeast_dagster.checks.suites import (
     suite_drift,
     write_suites,
 )
-from fastfeast_dagster.settings import PROJECT_ROOT, Contract, NotBeforeRule, SourceSpec
+from fastfeast_dagster.contract import PROJECT_ROOT, Contract, NotBeforeRule, SourceSpec
 
 SUITES = PROJECT_ROOT / "config" / "expectations"
 START = pd.Timestamp("2026-01-02 05:00")

@@ -15,9 +15,9 @@ import dagster as dg
 import psycopg
 import pytest
 
+from fastfeast_dagster.contract import Contract, load_contract
 from fastfeast_dagster.ingest import CURSOR_KEY_PREFIX, IngestSummary, ingest
 from fastfeast_dagster.sensors.folders import FOLDER_SENSOR_NAMES, Cursor
-from fastfeast_dagster.settings import Contract, load_contract
 from fastfeast_dagster.synthetic import Manifest, generate
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database
 from fastfeast_dagster.warehouse.orphans import promote_true_orphans

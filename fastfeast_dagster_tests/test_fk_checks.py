@@ -18,11 +18,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.batch import LoadReport, PartitionFile
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.synthetic import generate
-from fastfeast_dagster.validation.prepare import PartitionFile, prepare_batch
+from fastfeast_dagster.validation.prepare import prepare_batch
 from fastfeast_dagster.warehouse.ddl import apply_schema
-from fastfeast_dagster.warehouse.load import LoadReport, _key_checks, _lock_parents, load_batch
+from fastfeast_dagster.warehouse.keys import lock_parents
+from fastfeast_dagster.warehouse.load import load_batch
 
 MASTER = "2026-03-01"
 FILES = {
@@ -149,7 +151,7 @@ def test_a_parent_cannot_be_deleted_while_a_load_holds_its_keys(
 ) -> None:
     """Region 2 has no customers, so only the load's lock stops its deletion."""
     with psycopg.connect(parents) as loading, loading.cursor() as cur:
-        _lock_parents(cur, "public", _key_checks(contract, contract.sources["customers"]))
+        lock_parents(cur, contract, "customers")
         with psycopg.connect(parents) as other:
             other.execute("SET lock_timeout = '200ms'")
             with pytest.raises(psycopg.errors.LockNotAvailable):

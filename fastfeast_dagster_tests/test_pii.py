@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 
 from fastfeast_dagster import pii
-from fastfeast_dagster.settings import Contract
-from fastfeast_dagster.sources.reading import TEXT_DTYPE
+from fastfeast_dagster.contract import TEXT_DTYPE, Contract
 
 
 def test_the_same_phone_masks_the_same_way_in_every_representation() -> None:

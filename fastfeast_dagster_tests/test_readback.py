@@ -7,7 +7,7 @@ import datetime as dt
 import pandas as pd
 import psycopg
 
-from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.warehouse.ddl import apply_schema
 from fastfeast_dagster.warehouse.readback import read_rows
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from fastfeast_dagster.batch import ROW_COLUMN
 from fastfeast_dagster.sources import reading
-from fastfeast_dagster.sources.reading import ROW_COLUMN, read_source_file
+from fastfeast_dagster.sources.reading import read_source_file
 
 
 def _read(tmp_path: Path, name: str, content: bytes, file_format: str | None = None):  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.synthetic import generate
 from fastfeast_dagster.warehouse.sla import refresh_sla_view
 

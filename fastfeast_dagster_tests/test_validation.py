@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from fastfeast_dagster.settings import Contract
-from fastfeast_dagster.sources.reading import ROW_COLUMN, TEXT_DTYPE
+from fastfeast_dagster.batch import ROW_COLUMN
+from fastfeast_dagster.contract import TEXT_DTYPE, Contract
 from fastfeast_dagster.validation.derive import add_derived_columns
 from fastfeast_dagster.validation.engine import check_columns, validate
 

@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.warehouse.ddl import SchemaBusy, apply_schema
 
 LINEAGE = {"_source_file", "_source_row", "_partition_key", "_run_id", "_loaded_at"}

@@ -1,10 +1,17 @@
-"""Asset checks evaluated inline, per partition, right after the IO manager committed the load.
+"""The checks of every table asset, one `multi_asset_check` per table, run after the asset's step.
 
-- `great_expectations`: the table's GE suite over exactly the rows this partition loaded, read
-  back from Postgres. Blocking for dimensions: their children in the same run do not load on a
-  failed suite.
-- `quarantine_rate`: the share of this partition's rows that went to quarantine (WARN above the
-  contract's warn rate, ERROR above its error rate); it never blocks, the rows are accounted for.
+Why a check step of its own rather than results yielded from the asset: the data path then reads
+one way. The asset hands its `LoadBatch` to the IO manager, which commits it; the check step
+takes the asset as its input, which the same IO manager loads back from the warehouse (the rows
+of the run's partitions as committed), and judges those. Nothing waits on a side effect of an
+earlier yield, and a check can be re-run on what the warehouse holds.
+
+- `great_expectations`: the table's GE suite over the rows the run's partitions own (for a
+  dimension: the members that day inserted or changed). Blocking for dimensions: their children
+  in the same run do not load on a failed suite.
+- `quarantine_rate`: the share of the partitions' source rows that went to quarantine (WARN
+  above the contract's warn rate, ERROR above its error rate); it never blocks, the rows are
+  accounted for.
 """
 
 from collections.abc import Iterator
@@ -14,26 +21,25 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from fastfeast_dagster.contract import EXPECTATIONS_DIR, Contract, SourceSpec
 from fastfeast_dagster.resources.warehouse import Warehouse
-from fastfeast_dagster.settings import EXPECTATIONS_DIR, Contract, SourceSpec
-from fastfeast_dagster.warehouse.batch import LoadBatch
-from fastfeast_dagster.warehouse.readback import read_rows
 
 GE_CHECK = "great_expectations"
 QUARANTINE_CHECK = "quarantine_rate"
 
 
-def check_specs(
-    spec: SourceSpec, partitions_def: dg.PartitionsDefinition
-) -> list[dg.AssetCheckSpec]:
-    return [
+def build_table_checks(
+    source: str, contract: Contract, partitions_def: dg.PartitionsDefinition
+) -> dg.AssetChecksDefinition:
+    spec = contract.sources[source]
+    specs = [
         dg.AssetCheckSpec(
             GE_CHECK,
             asset=spec.table,
             partitions_def=partitions_def,
             blocking=spec.kind == "dimension",
             description=f"The Great Expectations suite config/expectations/{spec.table}.json "
-            "over the rows this partition loaded.",
+            "over the rows these partitions hold.",
         ),
         dg.AssetCheckSpec(
             QUARANTINE_CHECK,
@@ -43,23 +49,28 @@ def check_specs(
         ),
     ]
 
+    @dg.multi_asset_check(
+        name=f"{spec.table}_checks",
+        specs=specs,
+        ins={"rows": dg.AssetIn(spec.table)},
+        can_subset=True,
+    )
+    def _checks(
+        context: dg.AssetCheckExecutionContext, rows: pd.DataFrame, warehouse: Warehouse
+    ) -> Iterator[dg.AssetCheckResult]:
+        selected = {key.name for key in context.selected_asset_check_keys}
+        if GE_CHECK in selected:
+            yield suite_result(rows, spec)
+        if QUARANTINE_CHECK in selected:
+            with warehouse.connect() as conn:
+                counts = quarantine_counts(conn, contract, spec.table, context.partition_keys)
+            yield quarantine_result(contract, spec.table, *counts)
 
-def evaluate_checks(
-    warehouse: Warehouse, contract: Contract, spec: SourceSpec, batch: LoadBatch, asset_key: str
-) -> Iterator[dg.AssetCheckResult]:
-    with warehouse.connect() as conn:
-        if spec.kind == "fact":
-            frame = read_rows(conn, contract, spec, partition_keys=batch.partition_keys)
-        else:
-            # A dimension row belongs to the newest day that changed it: check this day's keys.
-            keys = batch.clean[spec.primary_key].dropna().tolist()
-            frame = read_rows(conn, contract, spec, primary_keys=keys)
-        quarantined, total = _quarantine_counts(conn, contract, asset_key, batch.partition_keys)
-    yield _suite_result(frame, spec)
-    yield _quarantine_result(contract, quarantined, total)
+    return _checks
 
 
-def _suite_result(frame: pd.DataFrame, spec: SourceSpec) -> dg.AssetCheckResult:
+def suite_result(frame: pd.DataFrame, spec: SourceSpec) -> dg.AssetCheckResult:
+    """The table's GE suite over `frame`, as the check's result (PII never echoed)."""
     # Imported here: the runner pulls in Great Expectations (seconds), which code servers and
     # sensors must not pay for.
     from fastfeast_dagster.checks.runner import run_suite
@@ -68,6 +79,7 @@ def _suite_result(frame: pd.DataFrame, spec: SourceSpec) -> dg.AssetCheckResult:
         frame, EXPECTATIONS_DIR / f"{spec.table}.json", pii_columns=spec.pii_columns
     )
     return dg.AssetCheckResult(
+        asset_key=spec.table,
         check_name=GE_CHECK,
         passed=outcome.failed == 0,
         severity=dg.AssetCheckSeverity.ERROR if not outcome.success else dg.AssetCheckSeverity.WARN,
@@ -81,10 +93,13 @@ def _suite_result(frame: pd.DataFrame, spec: SourceSpec) -> dg.AssetCheckResult:
     )
 
 
-def _quarantine_result(contract: Contract, quarantined: int, total: int) -> dg.AssetCheckResult:
+def quarantine_result(
+    contract: Contract, table: str, quarantined: int, total: int
+) -> dg.AssetCheckResult:
     rate = quarantined / total if total else 0.0
     thresholds = contract.quarantine
     return dg.AssetCheckResult(
+        asset_key=table,
         check_name=QUARANTINE_CHECK,
         passed=rate <= thresholds.warn_rate,
         severity=(
@@ -102,9 +117,10 @@ def _quarantine_result(contract: Contract, quarantined: int, total: int) -> dg.A
     )
 
 
-def _quarantine_counts(
+def quarantine_counts(
     conn: psycopg.Connection, contract: Contract, asset_key: str, keys: list[str]
 ) -> tuple[int, int]:
+    """(quarantined, read) over the current file-log rows of these partitions."""
     row = conn.execute(
         sql.SQL(
             "SELECT coalesce(sum(quarantined), 0), coalesce(sum(total_records), 0) FROM {}"
@@ -112,7 +128,7 @@ def _quarantine_counts(
         ).format(sql.Identifier(contract.warehouse.schema_name, "pipeline_file_log")),
         (asset_key, keys),
     ).fetchone()
-    return int(row[0]), int(row[1])
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def build_freshness_checks(contract: Contract) -> list[dg.AssetChecksDefinition]:

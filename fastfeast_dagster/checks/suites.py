@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastfeast_dagster.settings import Contract, SourceSpec
+from fastfeast_dagster.contract import Contract, SourceSpec
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -252,7 +252,7 @@ def load_suite(path: Path) -> gx.ExpectationSuite:
             raise SuiteError(f"{where} is rejected by Great Expectations: {error}") from None
 
     # Building each expectation above makes GE name the offending one. ExpectationSuite() itself
-    # only logs and drops what it cannot add (notes §3.4), so what it kept is compared as well.
+    # only logs and drops what it cannot add (an unknown type, say), so what it kept is compared.
     suite = gx.ExpectationSuite(name=name, expectations=expectations, meta=raw.get("meta"))
     kept = [expectation.expectation_type for expectation in suite.expectations]
     wanted = [item["type"] for item in raw["expectations"]]

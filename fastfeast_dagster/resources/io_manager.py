@@ -1,8 +1,9 @@
-"""The Postgres IO manager: a thin Dagster adapter over `warehouse.load`.
+"""The Postgres IO manager: a thin Dagster adapter over `warehouse/`.
 
 Dagster's own `DbIOManager` deletes and inserts without a transaction (dagster#14091) and cannot
-express upserts or side outputs; this one hands the whole `LoadBatch` to the load algorithm, which
-writes clean rows, quarantine and file log in one transaction.
+express upserts or side outputs; this one hands the whole `LoadBatch` to the load, which writes
+clean rows, quarantine and file log in one transaction, and loads a partition's committed rows
+back for whatever takes the asset as an input (the table's checks).
 """
 
 from dataclasses import asdict
@@ -12,24 +13,29 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from fastfeast_dagster.batch import LoadBatch, LoadReport
 from fastfeast_dagster.resources.warehouse import Warehouse
-from fastfeast_dagster.warehouse.batch import LoadBatch
-from fastfeast_dagster.warehouse.load import LoadReport, load_batch
+from fastfeast_dagster.warehouse.load import load_batch
+from fastfeast_dagster.warehouse.readback import read_rows
 
 
 class PostgresIOManager(dg.ConfigurableIOManager):
-    """Writes `LoadBatch` outputs to the warehouse; loads a partition's rows back as a frame."""
+    """Writes `LoadBatch` outputs to the warehouse; loads partitions' rows back as a frame."""
 
     warehouse: dg.ResourceDependency[Warehouse]
 
     def handle_output(self, context: dg.OutputContext, obj: LoadBatch) -> None:
-        asset_key = context.asset_key.to_user_string()
+        contract = self.warehouse.contract
         with self.warehouse.connect() as conn:
             report = load_batch(
-                conn, self.warehouse.contract, obj, asset_key=asset_key, run_id=context.run_id
+                conn,
+                contract,
+                obj,
+                asset_key=context.asset_key.to_user_string(),
+                run_id=context.run_id,
             )
             rows_in_table, rows_in_partitions = _row_counts(
-                conn, self.warehouse.contract.warehouse.schema_name, report.table, obj
+                conn, contract.warehouse.schema_name, report.table, obj
             )
         context.add_output_metadata(
             {**report_metadata(report), "dagster/row_count": rows_in_table}
@@ -51,16 +57,11 @@ class PostgresIOManager(dg.ConfigurableIOManager):
                 context.log.error(f"{path} rejected: {counts.error}")
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        table = context.asset_key.path[-1]
-        schema = self.warehouse.contract.warehouse.schema_name
-        keys = context.asset_partition_keys if context.has_asset_partitions else None
-        query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, table))
-        if keys is not None:
-            query += sql.SQL(" WHERE _partition_key = ANY(%s)")
-        with self.warehouse.connect() as conn, conn.cursor() as cur:
-            cur.execute(query, (list(keys),) if keys is not None else None)
-            columns = [column.name for column in cur.description or []]
-            return pd.DataFrame(cur.fetchall(), columns=columns)
+        """The rows the asked partitions own in the asset's table, as committed."""
+        contract = self.warehouse.contract
+        spec = contract.sources[contract.table_sources[context.asset_key.path[-1]]]
+        with self.warehouse.connect() as conn:
+            return read_rows(conn, contract, spec, partition_keys=context.asset_partition_keys)
 
 
 def report_metadata(report: LoadReport) -> dict[str, object]:

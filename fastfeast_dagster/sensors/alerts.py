@@ -7,8 +7,8 @@ their rate limit and de-duplication live in `fastfeast_dagster.alerts`.
 import dagster as dg
 
 from fastfeast_dagster.alerts import check_failure_alert, deliver, run_failure_alert
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.resources.warehouse import Warehouse
-from fastfeast_dagster.settings import Contract
 
 _DISABLED = "alerts are off: set alerts.enabled in config/pipeline.yaml and FASTFEAST_SMTP_*"
 # Check evaluations read per tick; the rest wait for the next tick, nothing is skipped.
@@ -24,12 +24,17 @@ def _status(contract: Contract) -> dg.DefaultSensorStatus:
 def build_alert_sensors(contract: Contract) -> list[dg.SensorDefinition]:
     ui_url = contract.alerts.ui_url
 
+    # Both tick like the folder sensors, and run only once alerts are on.
+    timing = {
+        "minimum_interval_seconds": contract.sensors.minimum_interval_seconds,
+        "default_status": _status(contract),
+    }
+
     @dg.run_failure_sensor(
         name="alert_on_run_failure",
         description="Mails the on-call address when a run fails (one mail per asset + partition "
         "+ error kind within alerts.rate_limit_minutes).",
-        minimum_interval_seconds=contract.sensors.minimum_interval_seconds,
-        default_status=_status(contract),
+        **timing,
     )
     def alert_on_run_failure(context: dg.RunFailureSensorContext, warehouse: Warehouse) -> None:
         if not contract.alerts.enabled:
@@ -47,8 +52,7 @@ def build_alert_sensors(contract: Contract) -> list[dg.SensorDefinition]:
         name="alert_on_check_failure",
         description="Mails the on-call address when an asset check fails, WARN or ERROR (one "
         "mail per asset + partition + check within alerts.rate_limit_minutes).",
-        minimum_interval_seconds=contract.sensors.minimum_interval_seconds,
-        default_status=_status(contract),
+        **timing,
     )
     def alert_on_check_failure(
         context: dg.SensorEvaluationContext, warehouse: Warehouse

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from fastfeast_dagster.settings import Contract, data_root
+from fastfeast_dagster.contract import Contract, data_root
 from fastfeast_dagster.sources.layout import (
     hour_partition_key,
     is_day,

@@ -7,24 +7,21 @@ orphans that would now load. The re-run is an ordinary run of the normal asset.
 
 import dagster as dg
 
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.resources.warehouse import Warehouse
-from fastfeast_dagster.settings import Contract
 from fastfeast_dagster.warehouse.orphans import open_orphan_partitions, resolvable_partitions
+
+ORPHAN_RETRY_SENSOR = "orphan_retry_sensor"
 
 
 def build_orphan_retry_sensor(contract: Contract) -> dg.SensorDefinition:
-    parents = sorted(
-        {
-            contract.sources[fk.references].table
-            for spec in contract.sources.values()
-            for fk in spec.foreign_keys
-        }
-    )
-    children = [spec.table for spec in contract.sources.values() if spec.foreign_keys]
+    references = [ref for ref in contract.relations.references if not ref.to_calendar]
+    parents = sorted({ref.parent_table for ref in references})
+    children = list(dict.fromkeys(ref.child_table for ref in references))
     load_order = [contract.sources[name].table for name in contract.load_order()]
 
     @dg.sensor(
-        name="orphan_retry_sensor",
+        name=ORPHAN_RETRY_SENSOR,
         description=(
             "When a parent table materializes, re-runs the partitions whose quarantined orphans "
             "now resolve; the load marks those quarantine rows resolved."

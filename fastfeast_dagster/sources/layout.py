@@ -11,8 +11,8 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from fastfeast_dagster.settings import Contract
-from fastfeast_dagster.validation.prepare import PartitionFile
+from fastfeast_dagster.batch import PartitionFile
+from fastfeast_dagster.contract import Contract
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HOUR = re.compile(r"^\d{2}$")

@@ -25,31 +25,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-ROW_COLUMN = "_source_row"
-TEXT_DTYPE = pd.StringDtype("pyarrow")
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """A file as found on disk, identified by what was read (md5 of the bytes actually parsed)."""
-
-    path: Path
-    relative_path: str
-    size: int
-    mtime_ns: int
-    md5: str
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-@dataclass(frozen=True)
-class FileRejection:
-    """The whole file is unusable; `rule` is a stable key, `message` says what is wrong."""
-
-    rule: str
-    message: str
+from fastfeast_dagster.batch import ROW_COLUMN, FileRejection, SourceFile
+from fastfeast_dagster.contract import TEXT_DTYPE
 
 
 @dataclass(frozen=True)

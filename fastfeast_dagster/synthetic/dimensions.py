@@ -1,7 +1,8 @@
-"""Dimensions: the static lookups, the four entity tables with their defects, and daily drift.
+"""The four entity dimensions of the master snapshot, with their defects.
 
-The master is a function of (seed, scale) only; a batch day is the master plus that day's drift
-plus the customers first delivered that day, so consecutive days generated into one folder agree.
+The master is a function of (seed, scale) only; a batch day (`snapshots.py`) is the master plus
+that day's drift plus the customers first delivered that day, so consecutive days generated into
+one folder agree.
 """
 
 from __future__ import annotations
@@ -14,20 +15,36 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fastfeast_dagster.synthetic.common import (
-    DRIFT,
     MASTER,
-    NEW_CUSTOMERS,
     NULL_TOKENS,
     US_PER_SECOND,
     Planner,
     cycle,
     day_number,
-    day_start_us,
-    new_customer_ids,
     rng_for,
     scaled,
 )
 from fastfeast_dagster.synthetic.manifest import FileReport
+from fastfeast_dagster.synthetic.reference_data import (
+    AGENT_DOMAINS,
+    BAD_EMAILS,
+    BAD_PHONES,
+    CATEGORIES,
+    CUSTOMER_DOMAINS,
+    ENTITIES,
+    FEMALE,
+    LAST,
+    MALE,
+    MASTER_UPDATED,
+    MOBILE_PREFIXES,
+    PRICE_TIERS,
+    REGIONS,
+    RESTAURANT_WORDS,
+    SHIFTS,
+    SKILLS,
+    TEAMS,
+    VEHICLES,
+)
 from fastfeast_dagster.synthetic.render import (
     NAN_LITERAL,
     Frame,
@@ -39,84 +56,8 @@ from fastfeast_dagster.synthetic.render import (
     join,
     padded,
     pick,
-    text,
     timestamps,
 )
-
-CITIES = [(1, "Cairo"), (2, "Giza"), (3, "Alexandria")]
-REGIONS = [
-    (1, "Nasr City", 1, 12.5), (2, "Heliopolis", 1, 14.25), (3, "Maadi", 1, 15.75),
-    (4, "Zamalek", 1, 19.23), (5, "Downtown", 1, 11.4), (6, "New Cairo", 1, 17.9),
-    (7, "Shubra", 1, 10.07), (8, "Dokki", 2, 13.6), (9, "Mohandessin", 2, 14.8),
-    (10, "Haram", 2, 10.95), (11, "6th of October", 2, 16.3), (12, "Sheikh Zayed", 2, 18.1),
-    (13, "Smouha", 3, 12.2), (14, "Sidi Gaber", 3, 11.75), (15, "Miami", 3, 10.5),
-    (16, "Stanley", 3, 15.1), (17, "Montaza", 3, 13.35), (18, "Agami", 3, 16.85),
-]  # fmt: skip
-SEGMENTS = [(1, "Regular", 0, "False"), (2, "VIP", 10, "True")]
-CATEGORIES = [
-    "Fried Chicken", "Pizza", "Burgers", "Asian", "Seafood",
-    "Grill", "Koshary", "Dessert", "Healthy", "Shawarma",
-]  # fmt: skip
-TEAMS = ["General Support", "Escalations", "VIP Support", "Technical", "Refunds"]
-REASON_CATEGORIES = ["Delivery", "Food", "Payment"]
-# (name, reason_category_id, severity_level, typical_refund_pct)
-REASONS = [
-    ("Late delivery", 1, 2, 0.2), ("Order never arrived", 1, 5, 1.0),
-    ("Driver behaviour", 1, 3, 0.1), ("Wrong address handling", 1, 2, 0.15),
-    ("Missing items", 2, 3, 0.5), ("Wrong order", 2, 4, 0.8), ("Cold food", 2, 2, 0.3),
-    ("Food quality", 2, 3, 0.4), ("Double charge", 3, 4, 1.0), ("Refund not received", 3, 3, 0.6),
-]  # fmt: skip
-CHANNELS = ["app", "chat", "phone", "email"]
-# (code, name, first-response minutes, resolution minutes): each priority has its own SLA.
-PRIORITIES = [
-    ("P1", "Critical", 5, 60), ("P2", "High", 15, 240),
-    ("P3", "Medium", 30, 720), ("P4", "Low", 60, 1440),
-]  # fmt: skip
-
-MALE = [
-    "Ahmed", "Mohamed", "Mahmoud", "Omar", "Youssef", "Mostafa", "Karim", "Hassan", "Ali", "Amr",
-    "Tarek", "Khaled", "Sherif", "Hany", "Ibrahim", "Walid", "Ayman", "Ziad", "Hazem", "Adel",
-]  # fmt: skip
-FEMALE = [
-    "Fatma", "Nour", "Mariam", "Salma", "Aya", "Yasmin", "Heba", "Dina", "Rana", "Mona",
-    "Sara", "Laila", "Hana", "Reem", "Nada", "Farida", "Malak", "Habiba", "Jana", "Amira",
-]  # fmt: skip
-LAST = [
-    "Hassan", "Mahmoud", "Ibrahim", "Abdelrahman", "Saleh", "Farouk", "Mansour", "Nasser",
-    "Fathy", "Gamal", "Shawky", "Zaki", "Helmy", "Ragab", "Soliman", "Fouad", "Kamel", "Badawy",
-    "Osman", "Amin", "Hegazy", "Lotfy", "Morsi", "Sabry", "Taha", "Youssef", "Ezzat", "Sayed",
-]  # fmt: skip
-CUSTOMER_DOMAINS = [
-    "gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "icloud.com",
-    "proton.me", "mail.eg", "tedata.net.eg", "company.com.eg", "fastmail.io",
-]  # fmt: skip
-AGENT_DOMAINS = ["fastfeast.com", "fastfeast.eg", "support.fastfeast.io"]
-RESTAURANT_WORDS = ["House", "Corner", "Express", "Kitchen", "Spot", "Garden"]
-PRICE_TIERS = ["Low", "Mid", "High"]
-SHIFTS = ["morning", "evening", "night"]
-VEHICLES = ["bike", "motorbike", "car"]
-SKILLS = ["Junior", "Mid", "Senior", "Lead"]
-MOBILE_PREFIXES = ["010", "011", "012", "015"]
-
-BAD_EMAILS = ("notanemail", "missing@domain", "@nodomain.com")
-BAD_PHONES = ("abc12345", "0201234567", "12345")
-
-ENTITIES = ("customers", "restaurants", "drivers", "agents")
-LOOKUPS = (
-    "cities", "regions", "segments", "categories", "teams",
-    "reason_categories", "reasons", "channels", "priorities",
-)  # fmt: skip
-MASTER_UPDATED = "2025-12-31 23:00:00"
-PII_COLUMNS = {
-    "customers": {"email": "email", "phone": "phone"},
-    "drivers": {"driver_phone": "phone", "national_id": "national_id"},
-    "agents": {"agent_email": "email", "agent_phone": "phone"},
-}
-PII_PATTERNS = {
-    "email": r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$",
-    "phone": r"^0?1[0125][0-9]{8}$",
-    "national_id": r"^[23][0-9]{14}$",
-}
 
 
 @dataclass
@@ -136,82 +77,6 @@ class Dim:
 def _frame(columns: dict[str, pa.Array], numbers: set[str], flags: set[str] = frozenset()) -> Frame:
     kinds: dict[str, Kind] = {n: "number" for n in numbers} | {n: "bool" for n in flags}
     return Frame(columns, kinds)
-
-
-def lookup_frames() -> dict[str, Frame]:
-    def seq(count: int) -> pa.Array:
-        return ints(np.arange(1, count + 1))
-
-    return {
-        "cities": _frame(
-            {
-                "city_id": ints(np.array([c[0] for c in CITIES])),
-                "city_name": text([c[1] for c in CITIES]),
-                "country": text(["Egypt"] * len(CITIES)),
-                "timezone": text(["Africa/Cairo"] * len(CITIES)),
-            },
-            {"city_id"},
-        ),
-        "regions": _frame(
-            {
-                "region_id": seq(len(REGIONS)),
-                "region_name": text([r[1] for r in REGIONS]),
-                "city_id": ints(np.array([r[2] for r in REGIONS])),
-                "delivery_base_fee": decimals(np.array([r[3] for r in REGIONS])),
-            },
-            {"region_id", "city_id", "delivery_base_fee"},
-        ),
-        "segments": _frame(
-            {
-                "segment_id": seq(len(SEGMENTS)),
-                "segment_name": text([s[1] for s in SEGMENTS]),
-                "discount_pct": ints(np.array([s[2] for s in SEGMENTS])),
-                "priority_support": text([s[3] for s in SEGMENTS]),
-            },
-            {"segment_id", "discount_pct"},
-            {"priority_support"},
-        ),
-        "categories": _frame(
-            {"category_id": seq(len(CATEGORIES)), "category_name": text(CATEGORIES)},
-            {"category_id"},
-        ),
-        "teams": _frame({"team_id": seq(len(TEAMS)), "team_name": text(TEAMS)}, {"team_id"}),
-        "reason_categories": _frame(
-            {
-                "reason_category_id": seq(len(REASON_CATEGORIES)),
-                "category_name": text(REASON_CATEGORIES),
-            },
-            {"reason_category_id"},
-        ),
-        "reasons": _frame(
-            {
-                "reason_id": seq(len(REASONS)),
-                "reason_name": text([r[0] for r in REASONS]),
-                "reason_category_id": ints(np.array([r[1] for r in REASONS])),
-                "severity_level": ints(np.array([r[2] for r in REASONS])),
-                "typical_refund_pct": decimals(np.array([r[3] for r in REASONS])),
-            },
-            {"reason_id", "reason_category_id", "severity_level", "typical_refund_pct"},
-        ),
-        "channels": _frame(
-            {"channel_id": seq(len(CHANNELS)), "channel_name": text(CHANNELS)}, {"channel_id"}
-        ),
-        "priorities": _frame(
-            {
-                "priority_id": seq(len(PRIORITIES)),
-                "priority_code": text([p[0] for p in PRIORITIES]),
-                "priority_name": text([p[1] for p in PRIORITIES]),
-                "sla_first_response_min": ints(np.array([p[2] for p in PRIORITIES])),
-                "sla_resolution_min": ints(np.array([p[3] for p in PRIORITIES])),
-            },
-            {"priority_id", "sla_first_response_min", "sla_resolution_min"},
-        ),
-    }
-
-
-def region_city(region_ids: np.ndarray) -> np.ndarray:
-    cities = np.array([0] + [r[2] for r in REGIONS])
-    return cities[np.asarray(region_ids, dtype=np.int64)]
 
 
 # ---------------------------------------------------------------- shared column builders
@@ -519,100 +384,3 @@ def master_dims(seed: int, scale: float) -> dict[str, Dim]:
         name: build(rng_for(seed, MASTER, index), scale)
         for index, (name, build) in enumerate(zip(ENTITIES, builders, strict=True))
     }
-
-
-# ---------------------------------------------------------------- daily batch
-
-
-def new_customers(seed: int, day: dt.date) -> Dim:
-    """Customers first delivered in batch `day`; all clean, independent of scale."""
-    ids = new_customer_ids(day)
-    rng = rng_for(seed, NEW_CUSTOMERS, day_number(day))
-    signup = np.full(len(ids), day_number(day) - 1)
-    return customer_rows(rng, ids, signup)
-
-
-@dataclass
-class Batch:
-    frames: dict[str, Frame]
-    reports: dict[str, FileReport]
-    changes: dict[str, dict[str, list[int]]]
-    newcomers: Dim
-
-
-def batch_day(seed: int, day: dt.date, master: dict[str, Dim]) -> Batch:
-    """The master with this day's drift applied and this day's new customers appended."""
-    rng = rng_for(seed, DRIFT, day_number(day))
-    stamp = timestamps(np.array([day_start_us(day) + 6 * 3600 * US_PER_SECOND]))[0].as_py()
-    frames = {name: Frame(dict(d.frame.columns), dict(d.frame.kinds)) for name, d in master.items()}
-    reports = {name: dim.report.copy() for name, dim in master.items()}
-    changes: dict[str, dict[str, list[int]]] = {}
-    drifts = {
-        "drivers": [("rating_avg", "rating", 0.05, 1.0, 5.0, 2),
-                    ("on_time_rate", "on_time", 0.01, 0.5, 1.0, 2),
-                    ("cancel_rate", "cancel", 0.005, 0.0, 0.15, 3)],
-        "restaurants": [("rating_avg", "rating", 0.03, 2.5, 5.0, 2)],
-        "agents": [("resolution_rate", "resolution", 0.01, 0.6, 1.0, 2),
-                   ("csat_score", "csat", 0.05, 3.0, 5.0, 2)],
-    }  # fmt: skip
-    for name, specs in drifts.items():
-        dim, frame = master[name], frames[name]
-        for column, attr, step, low, high, digits in specs:
-            rows = _some(rng, dim.stable, 0.1)
-            old = dim.attrs[attr][rows]
-            new = np.round(np.clip(old + rng.uniform(-step, step, len(rows)), low, high), digits)
-            moved = rows[new != old]
-            frame.put(column, dim.positions[moved], decimals(new[new != old], digits).to_pylist())
-            changes.setdefault(name, {})[column] = dim.ids[moved].tolist()
-    drivers = master["drivers"]
-    flipped = _some(rng, drivers.stable, 0.02)
-    frames["drivers"].put(
-        "is_active",
-        drivers.positions[flipped],
-        booleans(~drivers.attrs["active"][flipped]).to_pylist(),
-    )
-    changes["drivers"]["is_active"] = drivers.ids[flipped].tolist()
-    customers = master["customers"]
-    moved = _some(rng, customers.stable, 0.01)
-    domains = rng.integers(0, len(CUSTOMER_DOMAINS), len(moved))
-    emails = [
-        f"customer{cid}.{day:%Y%m%d}@{CUSTOMER_DOMAINS[d]}"
-        for cid, d in zip(customers.ids[moved].tolist(), domains.tolist(), strict=True)
-    ]
-    frames["customers"].put("email", customers.positions[moved], emails)
-    changes["customers"] = {"email": customers.ids[moved].tolist()}
-    for name, per_column in changes.items():
-        touched = sorted({i for ids in per_column.values() for i in ids})
-        per_column["updated_at"] = touched
-        dim = master[name]
-        rows = dim.positions[np.searchsorted(dim.ids, touched)]
-        frames[name].put("updated_at", rows, [stamp] * len(rows))
-        reports[name].note("drift", len(touched))
-    newcomers = new_customers(seed, day)
-    frames["customers"] = frames["customers"].extend(newcomers.frame)
-    reports["customers"].note("new_customers", len(newcomers.ids))
-    for name, frame in frames.items():
-        reports[name].rows = len(frame)
-    return Batch(frames, reports, {k: changes[k] for k in sorted(changes)}, newcomers)
-
-
-def _some(rng: np.random.Generator, rows: np.ndarray, share: float) -> np.ndarray:
-    count = min(len(rows), max(1, round(len(rows) * share)))
-    return np.sort(rng.choice(rows, count, replace=False))
-
-
-def pii_values(frames: list[dict[str, Frame]]) -> dict[str, dict[str, list[str]]]:
-    """Every well-formed clear-text contact value written anywhere (for leak scans)."""
-    result: dict[str, dict[str, list[str]]] = {}
-    for source, columns in PII_COLUMNS.items():
-        result[source] = {}
-        for column, pattern in columns.items():
-            values = pa.concat_arrays([f[source].columns[column] for f in frames])
-            valid = pc.filter(
-                values,
-                pc.fill_null(
-                    pc.match_substring_regex(values, pattern=PII_PATTERNS[pattern]), False
-                ),
-            )
-            result[source][column] = sorted(pc.unique(valid).to_pylist())
-    return result

@@ -7,24 +7,18 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from fastfeast_dagster.synthetic.dimensions import (
+from fastfeast_dagster.synthetic.dimensions import master_dims
+from fastfeast_dagster.synthetic.facts import make_pools
+from fastfeast_dagster.synthetic.manifest import FileReport, Manifest
+from fastfeast_dagster.synthetic.reference_data import (
     ENTITIES,
     LOOKUPS,
     MASTER_UPDATED,
-    batch_day,
     lookup_frames,
-    master_dims,
-    new_customers,
-    pii_values,
 )
-from fastfeast_dagster.synthetic.manifest import FileReport, Manifest
 from fastfeast_dagster.synthetic.render import Frame, write_csv, write_json
-from fastfeast_dagster.synthetic.stream import (
-    StreamState,
-    generate_hour,
-    late_parent_hours,
-    make_pools,
-)
+from fastfeast_dagster.synthetic.snapshots import batch_day, new_customers, pii_values
+from fastfeast_dagster.synthetic.stream import StreamState, generate_hour, late_parent_hours
 
 TABLES = {
     "cities": "dim_city", "regions": "dim_region", "segments": "dim_segment",

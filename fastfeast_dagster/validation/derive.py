@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fastfeast_dagster.settings import SourceSpec
+from fastfeast_dagster.contract import SourceSpec
 
 
 def add_derived_columns(clean: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:

@@ -1,10 +1,10 @@
 """The validation stages, as pure vectorised pandas driven by the contract.
 
-Stages (DESIGN §3): **file** (the column set), **schema** (per-value typing with explicit accepted
-formats, one null vocabulary, NOT NULL where the contract says so, allowed values) and **records**
-(format rules, ranges, cross-field rules, duplicate primary keys). Every rule is evaluated on every
-row, so a row failing several rules records all of them; the orphan stage needs the warehouse and
-runs in SQL at load time.
+Stages: **file** (the column set), **schema** (per-value typing with explicit accepted formats,
+one null vocabulary, NOT NULL where the contract says so, allowed values) and **records** (format
+rules, ranges, cross-field rules, dates inside the calendar, duplicate primary keys). Every rule is
+evaluated on every row, so a row failing several rules records all of them; the orphan stage needs
+the warehouse and runs in SQL at load time.
 
 A reason never quotes the offending value: values can be PII, and the quarantine stores them
 masked in `raw_data` instead.
@@ -20,14 +20,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fastfeast_dagster.settings import (
+from fastfeast_dagster.batch import ROW_COLUMN, FileRejection
+from fastfeast_dagster.contract import (
+    TEXT_DTYPE,
     ColumnSpec,
     Contract,
     NotBeforeRule,
     SourceSpec,
     SumEqualsRule,
 )
-from fastfeast_dagster.sources.reading import ROW_COLUMN, TEXT_DTYPE, FileRejection
 
 REJECT_COLUMNS = [ROW_COLUMN, "stage", "rule", "column", "reason"]
 INT32_MAX = 2**31 - 1
@@ -37,15 +38,6 @@ _DATE = r"\d{4}-\d{2}-\d{2}"
 _TIMESTAMP = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?"
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 
-TYPED_DTYPES = {
-    "int": "Int64",
-    "float": "Float64",
-    "text": TEXT_DTYPE,
-    "bool": "boolean",
-    "date": "datetime64[ns]",
-    "timestamp": "datetime64[ns]",
-}
-
 
 @dataclass
 class ValidationResult:
@@ -53,7 +45,6 @@ class ValidationResult:
 
     clean: pd.DataFrame
     rejects: pd.DataFrame
-    rows_read: int
     duplicates: int = 0
     rejected_rows: int = field(init=False)
 
@@ -129,6 +120,7 @@ def validate(frame: pd.DataFrame, spec: SourceSpec, contract: Contract) -> Valid
         _records_stage(typed[name], name, column, contract, failures)
     for rule in spec.rules:
         _cross_field_rule(typed, rule, failures)
+    _calendar_stage(typed, spec, contract, failures)
 
     typed_frame = pd.DataFrame(typed)
     # Duplicates among the rows that pass everything else: a rejected row does not occupy its key.
@@ -143,7 +135,7 @@ def validate(frame: pd.DataFrame, spec: SourceSpec, contract: Contract) -> Valid
         "primary key repeats an earlier row",
     )
     clean = typed_frame.loc[~failures.failed(len(frame))].reset_index(drop=True)
-    return ValidationResult(clean, failures.frame(), len(frame), int(duplicate.sum()))
+    return ValidationResult(clean, failures.frame(), int(duplicate.sum()))
 
 
 def _schema_stage(
@@ -286,3 +278,24 @@ def _cross_field_rule(
         parts = " + ".join(rule.plus) + "".join(f" - {name}" for name in rule.minus)
         reason = f"{rule.column} differs from {parts} by more than {rule.tolerance}"
     failures.add(broken, "records", rule.name, rule.column, reason)
+
+
+def _calendar_stage(
+    typed: dict[str, pd.Series], spec: SourceSpec, contract: Contract, failures: _Failures
+) -> None:
+    """A date key must fall inside the contract's calendar, which `dim_date` holds; a timestamp
+    always has its minute in `dim_time`. A date outside it is a bad value, not a missing parent."""
+    first = pd.Timestamp(contract.calendar.first_date)
+    after_last = pd.Timestamp(contract.calendar.last_date) + pd.Timedelta(days=1)
+    for name, derived in spec.derived.items():
+        if derived.kind != "date_key":
+            continue
+        moment = typed[derived.source]
+        failures.add(
+            (moment < first) | (moment >= after_last),
+            "records",
+            "calendar_range",
+            name,
+            f"{name}: {derived.source} is outside the calendar"
+            f" ({contract.calendar.first_date} to {contract.calendar.last_date})",
+        )

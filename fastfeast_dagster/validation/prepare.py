@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -10,26 +9,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fastfeast_dagster import pii
-from fastfeast_dagster.settings import Contract, SourceSpec
-from fastfeast_dagster.sources.reading import ROW_COLUMN, read_source_file
+from fastfeast_dagster.batch import (
+    FILE_COLUMN,
+    PARTITION_COLUMN,
+    QUARANTINE_ROW_COLUMNS,
+    ROW_COLUMN,
+    FileOutcome,
+    LoadBatch,
+    PartitionFile,
+)
+from fastfeast_dagster.contract import Contract, SourceSpec
+from fastfeast_dagster.sources.reading import read_source_file
 from fastfeast_dagster.stopwatch import Stopwatch
 from fastfeast_dagster.validation.derive import add_derived_columns
-from fastfeast_dagster.validation.engine import (
-    REJECT_COLUMNS,
-    TYPED_DTYPES,
-    check_columns,
-    validate,
-)
-from fastfeast_dagster.warehouse.batch import FILE_COLUMN, PARTITION_COLUMN, FileOutcome, LoadBatch
-
-
-@dataclass(frozen=True)
-class PartitionFile:
-    """A file to load and the partition it belongs to."""
-
-    path: Path
-    folder_kind: str
-    partition_key: str
+from fastfeast_dagster.validation.engine import check_columns, validate
+from fastfeast_dagster.validation.quarantine import quarantine_rows
 
 
 def prepare_batch(
@@ -42,32 +36,32 @@ def prepare_batch(
     spec = contract.sources[source]
     outcomes: list[FileOutcome] = []
     cleans: list[pd.DataFrame] = []
-    rejects: list[pd.DataFrame] = []
-    raws: list[pd.DataFrame] = []
+    quarantines: list[pd.DataFrame] = []
     watch = Stopwatch()
     for item in files:
         with watch.stage("read"):
             result = read_source_file(item.path, spec.file_format(item.folder_kind), data_root)
         name = result.file.relative_path
         if result.frame is None:
-            outcomes.append(
-                FileOutcome(result.file, item.folder_kind, item.partition_key, 0, result.rejection)
+            outcome = FileOutcome(
+                result.file, item.folder_kind, item.partition_key, 0, result.rejection
             )
+            outcomes.append(outcome)
+            quarantines.append(quarantine_rows(spec.table, outcome, pd.DataFrame(), None))
             continue
         frame = result.frame
         with watch.stage("mask"):
             masked = _mask_columns(frame, spec, key)
-        raws.append(_tag(frame.assign(**masked), name, item.partition_key))
         rejection = check_columns(frame, spec)
+        outcome = FileOutcome(
+            result.file, item.folder_kind, item.partition_key, len(frame), rejection
+        )
+        outcomes.append(outcome)
         if rejection is not None:
-            outcomes.append(
-                FileOutcome(
-                    result.file, item.folder_kind, item.partition_key, len(frame), rejection
-                )
-            )
+            raw = frame.assign(**masked)
+            quarantines.append(quarantine_rows(spec.table, outcome, pd.DataFrame(), raw))
             continue
         if frame.empty:
-            outcomes.append(FileOutcome(result.file, item.folder_kind, item.partition_key, 0))
             continue
         with watch.stage("validate"):
             validated = validate(frame, spec, contract)
@@ -83,24 +77,22 @@ def prepare_batch(
                 token = pc.if_else(pa.array(clean[column].notna().to_numpy()), token, None)
                 clean[column] = pd.Series(pd.arrays.ArrowStringArray(token), index=clean.index)
         cleans.append(_tag(clean, name, item.partition_key))
-        rejects.append(_tag(validated.rejects, name, item.partition_key))
-        outcomes.append(
-            FileOutcome(
-                result.file,
-                item.folder_kind,
-                item.partition_key,
-                len(frame),
-                None,
-                validated.duplicates,
-            )
-        )
+        if not validated.rejects.empty:
+            with watch.stage("quarantine"):
+                rejected = frame[frame[ROW_COLUMN].isin(validated.rejects[ROW_COLUMN])]
+                raw = rejected.assign(**{c: v.loc[rejected.index] for c, v in masked.items()})
+                quarantines.append(quarantine_rows(spec.table, outcome, validated.rejects, raw))
+    quarantine = [frame for frame in quarantines if not frame.empty]
     return LoadBatch(
         source=source,
         partition_keys=sorted({item.partition_key for item in files}),
         files=outcomes,
         clean=pd.concat(cleans, ignore_index=True) if cleans else _empty_clean(spec),
-        rejects=_concat(rejects, columns=[FILE_COLUMN, PARTITION_COLUMN, *REJECT_COLUMNS]),
-        raw=_concat(raws),
+        quarantine=(
+            pd.concat(quarantine, ignore_index=True)
+            if quarantine
+            else pd.DataFrame(columns=QUARANTINE_ROW_COLUMNS)
+        ),
         stage_seconds=watch.seconds,
     )
 
@@ -108,10 +100,10 @@ def prepare_batch(
 def _empty_clean(spec: SourceSpec) -> pd.DataFrame:
     """No file yielded rows: an empty frame that still has the table's columns and types."""
     frame = pd.DataFrame(
-        {name: pd.Series(dtype=TYPED_DTYPES[column.type]) for name, column in spec.columns.items()}
+        {column.name: pd.Series(dtype=column.type.dtype) for column in spec.table_columns}
     )
     frame.insert(0, ROW_COLUMN, pd.Series(dtype="int64"))
-    return _tag(add_derived_columns(frame, spec), "", "")
+    return _tag(frame, "", "")
 
 
 def _mask_columns(frame: pd.DataFrame, spec: SourceSpec, key: bytes) -> dict[str, pd.Series]:
@@ -132,9 +124,3 @@ def _tag(frame: pd.DataFrame, file_name: str, partition_key: str) -> pd.DataFram
     frame.insert(0, FILE_COLUMN, file_name)
     frame.insert(1, PARTITION_COLUMN, partition_key)
     return frame
-
-
-def _concat(frames: list[pd.DataFrame], columns: list[str] | None = None) -> pd.DataFrame:
-    if frames:
-        return pd.concat(frames, ignore_index=True)
-    return pd.DataFrame(columns=columns or [FILE_COLUMN, PARTITION_COLUMN, ROW_COLUMN])

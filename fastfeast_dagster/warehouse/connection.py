@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from fastfeast_dagster.settings import Contract, state_root
+from fastfeast_dagster.contract import Contract, state_root
 from fastfeast_dagster.warehouse.embedded import (
     DAGSTER_DATABASE,
     WAREHOUSE_DATABASE,

@@ -1,10 +1,9 @@
 """Warehouse DDL, derived from the contract.
 
-Source tables get their columns, keys and foreign keys from `config/pipeline.yaml`; only the
-calendar and the operational tables (quarantine, true orphans, file log) are written out here,
-because no source file describes them. Applying the schema is idempotent and runs in one
-transaction under an advisory lock: every statement either succeeds or the whole apply fails
-loudly (the reference swallowed errors statement by statement, §12 A7).
+Source tables get their columns, keys and foreign keys from `config/pipeline.yaml`; the tables
+no source file describes are written out in `fixed_tables.py`. Applying the schema is idempotent
+and runs in one transaction under an advisory lock: every statement either succeeds or the whole
+apply fails loudly, never statement by statement with errors swallowed.
 
 Existing tables gain columns that the contract adds (`ADD COLUMN IF NOT EXISTS`), so adding a
 column is a config change. Nothing is ever dropped automatically.
@@ -18,102 +17,30 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from fastfeast_dagster.settings import Contract, SourceSpec
+from fastfeast_dagster.batch import LINEAGE_COLUMNS, PARTITION_COLUMN
+from fastfeast_dagster.contract import Contract, Reference, SourceSpec, TableColumn
+from fastfeast_dagster.warehouse.fixed_tables import FILL_DIM_DATE, FILL_DIM_TIME, FIXED_TABLES
 from fastfeast_dagster.warehouse.sla import SLA_VIEW, sla_view_statement
 
 # Held while the schema is applied, so concurrent run workers do not race each other's DDL.
 _SCHEMA_LOCK_ID = 0x0FA57FEA57
 
-SQL_TYPES = {
-    "int": "integer",
-    "float": "numeric",
-    "text": "text",
-    "bool": "boolean",
-    "date": "date",
-    "timestamp": "timestamp",
-}
-DERIVED_SQL_TYPES = {
-    "date_key": "integer",
-    "time_key": "integer",
-    "minutes_between": "numeric(12,2)",
-}
-CALENDAR_TABLES = {"date_key": ("dim_date", "date_key"), "time_key": ("dim_time", "time_key")}
+
+def _definition(column: TableColumn) -> sql.Composable:
+    return sql.SQL("{} {}{}{}").format(
+        sql.Identifier(column.name),
+        sql.SQL(column.type.sql),
+        sql.SQL("" if column.nullable else " NOT NULL"),
+        sql.SQL(f" DEFAULT {column.default}" if column.default else ""),
+    )
 
 
-@dataclass(frozen=True)
-class TableColumn:
-    name: str
-    sql_type: str
-    not_null: bool = False
-    default: str | None = None
-
-    def definition(self) -> sql.Composable:
-        return sql.SQL("{} {}{}{}").format(
-            sql.Identifier(self.name),
-            sql.SQL(self.sql_type),
-            sql.SQL(" NOT NULL" if self.not_null else ""),
-            sql.SQL(f" DEFAULT {self.default}" if self.default else ""),
-        )
-
-
-# Lineage carried by every loaded row: where it came from, which partition and run loaded it.
-LINEAGE_COLUMNS = [
-    TableColumn("_source_file", "text", not_null=True),
-    TableColumn("_source_row", "integer", not_null=True),
-    TableColumn("_partition_key", "text", not_null=True),
-    TableColumn("_run_id", "text", not_null=True),
-    TableColumn("_loaded_at", "timestamptz", not_null=True, default="now()"),
-]
-
-
-@dataclass(frozen=True)
-class ForeignKeyConstraint:
-    table: str
-    column: str
-    parent_table: str
-    parent_column: str
-
-    @property
-    def name(self) -> str:
-        return f"fk_{self.table}_{self.column}"
-
-
-def source_columns(spec: SourceSpec) -> list[TableColumn]:
-    """The contract columns of a source table, then its derived columns (lineage excluded)."""
-    columns = [
-        TableColumn(name, SQL_TYPES[column.type], not_null=not column.nullable)
-        for name, column in spec.columns.items()
-    ]
-    columns += [
-        TableColumn(name, DERIVED_SQL_TYPES[derived.kind]) for name, derived in spec.derived.items()
-    ]
-    return columns
-
-
-def foreign_keys(contract: Contract) -> list[ForeignKeyConstraint]:
-    """Every foreign key of the warehouse: the contract's, plus derived date/time keys."""
-    constraints: list[ForeignKeyConstraint] = []
-    for spec in contract.sources.values():
-        for fk in spec.foreign_keys:
-            parent = contract.sources[fk.references]
-            constraints.append(
-                ForeignKeyConstraint(spec.table, fk.column, parent.table, parent.primary_key)
-            )
-        for name, derived in spec.derived.items():
-            if derived.kind in CALENDAR_TABLES:
-                parent_table, parent_column = CALENDAR_TABLES[derived.kind]
-                constraints.append(
-                    ForeignKeyConstraint(spec.table, name, parent_table, parent_column)
-                )
-    return constraints
-
-
-def _index_columns(spec: SourceSpec) -> list[str]:
-    columns = [fk.column for fk in spec.foreign_keys]
-    columns += [name for name, derived in spec.derived.items() if derived.kind in CALENDAR_TABLES]
+def _index_columns(contract: Contract, source: str) -> list[str]:
+    spec = contract.sources[source]
+    columns = [ref.column for ref in contract.relations.parents_of(source)]
     if spec.kind == "fact":
         # Facts replace whole partitions; dimensions are only ever upserted by key.
-        columns.append("_partition_key")
+        columns.append(PARTITION_COLUMN)
     return columns
 
 
@@ -122,14 +49,16 @@ def _index_name(spec: SourceSpec, column: str) -> str:
 
 
 def _source_table_statements(
-    schema: str, spec: SourceSpec, catalog: _Catalog
+    contract: Contract, source: str, catalog: _Catalog
 ) -> list[sql.Composable]:
     """What this table lacks: the whole table, or the columns and indexes added since."""
+    spec = contract.sources[source]
+    schema = contract.warehouse.schema_name
     table = sql.Identifier(schema, spec.table)
-    columns = source_columns(spec)
+    columns = spec.table_columns
     statements: list[sql.Composable] = []
     if spec.table not in catalog.relations:
-        definitions = [column.definition() for column in [*columns, *LINEAGE_COLUMNS]]
+        definitions = [_definition(column) for column in [*columns, *LINEAGE_COLUMNS]]
         definitions.append(sql.SQL("PRIMARY KEY ({})").format(sql.Identifier(spec.primary_key)))
         statements.append(
             sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(definitions))
@@ -139,7 +68,7 @@ def _source_table_statements(
         # table that already has rows without a default, so evolved columns start nullable.
         statements += [
             sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                table, sql.Identifier(column.name), sql.SQL(column.sql_type)
+                table, sql.Identifier(column.name), sql.SQL(column.type.sql)
             )
             for column in columns
             if (spec.table, column.name) not in catalog.columns
@@ -148,163 +77,10 @@ def _source_table_statements(
         sql.SQL("CREATE INDEX {} ON {} ({})").format(
             sql.Identifier(_index_name(spec, column)), table, sql.Identifier(column)
         )
-        for column in _index_columns(spec)
+        for column in _index_columns(contract, source)
         if _index_name(spec, column) not in catalog.relations
     ]
     return statements
-
-
-_CALENDAR_DDL = """
-CREATE TABLE {schema}.dim_date (
-    date_key integer PRIMARY KEY,
-    full_date date NOT NULL UNIQUE,
-    year smallint NOT NULL,
-    quarter smallint NOT NULL,
-    month smallint NOT NULL,
-    month_name text NOT NULL,
-    iso_week smallint NOT NULL,
-    day_of_week smallint NOT NULL,
-    day_of_month smallint NOT NULL,
-    day_of_year smallint NOT NULL,
-    day_name text NOT NULL,
-    is_weekend boolean NOT NULL
-);
-COMMENT ON COLUMN {schema}.dim_date.day_of_week IS 'ISO day of week: Monday = 1 … Sunday = 7';
-CREATE TABLE {schema}.dim_time (
-    time_key integer PRIMARY KEY,
-    full_time time NOT NULL UNIQUE,
-    hour smallint NOT NULL,
-    minute smallint NOT NULL,
-    am_pm text NOT NULL,
-    shift text NOT NULL
-);
-"""
-
-_OPERATIONAL_DDL = """
-CREATE TABLE {schema}.quarantine (
-    quarantine_id bigserial PRIMARY KEY,
-    source_file text NOT NULL,
-    source_path text NOT NULL,
-    source_table text NOT NULL,
-    source_row integer,
-    rejection_stage text NOT NULL
-        CHECK (rejection_stage IN ('file', 'schema', 'records', 'orphan')),
-    rejection_rule text NOT NULL,
-    rejection_column text,
-    rejection_reason text NOT NULL,
-    reasons jsonb NOT NULL DEFAULT '[]'::jsonb,
-    raw_data jsonb NOT NULL,
-    asset_key text NOT NULL,
-    partition_key text NOT NULL,
-    run_id text NOT NULL,
-    quarantined_at timestamptz NOT NULL DEFAULT now(),
-    superseded_at timestamptz,
-    superseded_by_run text,
-    resolved_at timestamptz,
-    resolved_by_run text
-);
-COMMENT ON COLUMN {schema}.quarantine.source_row IS
-    '1-based data row in the source file; NULL when the whole file was rejected';
-COMMENT ON COLUMN {schema}.quarantine.reasons IS
-    'every rule the row failed, as [{{stage, rule, column, reason}}], rejection_* hold the first';
-COMMENT ON COLUMN {schema}.quarantine.superseded_at IS
-    'set when a later run of the same asset partition replaced this row';
-COMMENT ON COLUMN {schema}.quarantine.resolved_at IS
-    'set when the orphan retry loaded the row after its parent arrived';
-CREATE INDEX IF NOT EXISTS idx_quarantine_partition
-    ON {schema}.quarantine (asset_key, partition_key) WHERE superseded_at IS NULL;
-CREATE INDEX IF NOT EXISTS idx_quarantine_open_orphans
-    ON {schema}.quarantine (source_table, quarantined_at)
-    WHERE rejection_stage = 'orphan' AND superseded_at IS NULL AND resolved_at IS NULL;
-CREATE INDEX IF NOT EXISTS idx_quarantine_stage ON {schema}.quarantine (rejection_stage);
-CREATE INDEX IF NOT EXISTS idx_quarantine_source_table ON {schema}.quarantine (source_table);
-CREATE INDEX IF NOT EXISTS idx_quarantine_quarantined_at ON {schema}.quarantine (quarantined_at);
-
-CREATE TABLE {schema}.true_orphan (
-    orphan_id bigserial PRIMARY KEY,
-    quarantine_id bigint NOT NULL UNIQUE REFERENCES {schema}.quarantine (quarantine_id),
-    source_file text NOT NULL,
-    source_table text NOT NULL,
-    partition_key text NOT NULL,
-    unresolved_fk text NOT NULL,
-    raw_data jsonb NOT NULL,
-    first_seen_at timestamptz NOT NULL,
-    promoted_at timestamptz NOT NULL DEFAULT now(),
-    retry_count smallint NOT NULL DEFAULT 0,
-    last_retry_at timestamptz
-);
-CREATE INDEX IF NOT EXISTS idx_true_orphan_unresolved_fk ON {schema}.true_orphan (unresolved_fk);
-CREATE INDEX IF NOT EXISTS idx_true_orphan_first_seen_at ON {schema}.true_orphan (first_seen_at);
-
-CREATE TABLE {schema}.pipeline_file_log (
-    log_id bigserial PRIMARY KEY,
-    file_path text NOT NULL,
-    file_name text NOT NULL,
-    file_hash varchar(32),
-    file_size bigint,
-    file_mtime timestamptz,
-    file_type text NOT NULL CHECK (file_type IN ('master', 'batch', 'stream')),
-    source_table text NOT NULL,
-    status text NOT NULL CHECK (status IN ('success', 'failed')),
-    rejection_stage text,
-    error_message text,
-    total_records integer NOT NULL DEFAULT 0,
-    valid_records integer NOT NULL DEFAULT 0,
-    quarantined integer NOT NULL DEFAULT 0,
-    duplicate_count integer NOT NULL DEFAULT 0,
-    orphan_count integer NOT NULL DEFAULT 0,
-    asset_key text NOT NULL,
-    partition_key text NOT NULL,
-    run_id text NOT NULL,
-    processed_at timestamptz NOT NULL DEFAULT now(),
-    superseded_at timestamptz,
-    CONSTRAINT file_log_counts_reconcile CHECK (total_records = valid_records + quarantined)
-);
-COMMENT ON COLUMN {schema}.pipeline_file_log.file_hash IS 'MD5 of the bytes that were loaded';
-CREATE INDEX IF NOT EXISTS idx_pipeline_file_log_file_name
-    ON {schema}.pipeline_file_log (file_name);
-CREATE INDEX IF NOT EXISTS idx_pipeline_file_log_status ON {schema}.pipeline_file_log (status);
-CREATE INDEX IF NOT EXISTS idx_pipeline_file_log_processed_at
-    ON {schema}.pipeline_file_log (processed_at);
-CREATE INDEX IF NOT EXISTS idx_pipeline_file_log_partition
-    ON {schema}.pipeline_file_log (asset_key, partition_key) WHERE superseded_at IS NULL;
-
-CREATE TABLE {schema}.alert_log (
-    alert_key text PRIMARY KEY,
-    asset_key text NOT NULL,
-    partition_key text,
-    reason text NOT NULL,
-    first_sent_at timestamptz NOT NULL DEFAULT now(),
-    last_sent_at timestamptz NOT NULL DEFAULT now(),
-    sent_count integer NOT NULL DEFAULT 1,
-    suppressed_count integer NOT NULL DEFAULT 0,
-    last_suppressed_at timestamptz
-);
-COMMENT ON TABLE {schema}.alert_log IS
-    'one row per asset + partition + reason alerted by mail; repeats within the window are counted';
-"""
-
-# Calendar rows come from the contract's date range; ON CONFLICT keeps re-applying a no-op and
-# lets a widened range add the missing days.
-_FILL_DIM_DATE = """
-INSERT INTO {schema}.dim_date
-SELECT to_char(d, 'YYYYMMDD')::integer, d::date,
-       extract(year FROM d), extract(quarter FROM d), extract(month FROM d),
-       trim(to_char(d, 'Month')), extract(week FROM d), extract(isodow FROM d),
-       extract(day FROM d), extract(doy FROM d), trim(to_char(d, 'Day')),
-       extract(isodow FROM d) IN (6, 7)
-FROM generate_series({{first}}::date, {{last}}::date, interval '1 day') AS d
-ON CONFLICT (date_key) DO NOTHING
-"""
-_FILL_DIM_TIME = """
-INSERT INTO {schema}.dim_time
-SELECT h * 100 + m, make_time(h, m, 0), h, m,
-       CASE WHEN h < 12 THEN 'AM' ELSE 'PM' END,
-       CASE WHEN h BETWEEN 6 AND 13 THEN 'morning' WHEN h BETWEEN 14 AND 21 THEN 'evening'
-            ELSE 'night' END
-FROM generate_series(0, 23) AS h, generate_series(0, 59) AS m
-ON CONFLICT (time_key) DO NOTHING
-"""
 
 
 @dataclass(frozen=True)
@@ -351,15 +127,6 @@ def _read_catalog(cur: psycopg.Cursor, schema: str) -> _Catalog:
     return _Catalog(True, relations, columns, keys, calendar)
 
 
-def _scripts_by_table(script: str) -> dict[str, str]:
-    """Split a script of `CREATE TABLE {schema}.name (...)` blocks into one script per table."""
-    parts = script.split("CREATE TABLE {schema}.")[1:]
-    return {part.split(" ", 1)[0]: "CREATE TABLE {schema}." + part for part in parts}
-
-
-_FIXED_TABLES = _scripts_by_table(_CALENDAR_DDL) | _scripts_by_table(_OPERATIONAL_DDL)
-
-
 def pending_statements(
     contract: Contract, catalog: _Catalog, connection: psycopg.Connection
 ) -> list[sql.Composable]:
@@ -372,25 +139,25 @@ def pending_statements(
     # Each fixed script runs as one multi-statement execute (no parameters, so psycopg allows it).
     statements += [
         sql.SQL(script.format(schema=ident))  # type: ignore[arg-type]
-        for table, script in _FIXED_TABLES.items()
+        for table, script in FIXED_TABLES.items()
         if table not in catalog.relations
     ]
     for name in contract.load_order():
-        statements += _source_table_statements(schema, contract.sources[name], catalog)
+        statements += _source_table_statements(contract, name, catalog)
     statements += [
-        _foreign_key_statement(schema, constraint)
-        for constraint in foreign_keys(contract)
-        if constraint.name not in catalog.foreign_keys
+        _foreign_key_statement(schema, ref)
+        for ref in contract.relations.references
+        if ref.constraint_name not in catalog.foreign_keys
     ]
     days = (contract.calendar.last_date - contract.calendar.first_date).days + 1
     if catalog.calendar_rows != (days, 24 * 60):
         calendar = {"first": contract.calendar.first_date, "last": contract.calendar.last_date}
         statements.append(
-            sql.SQL(_FILL_DIM_DATE.format(schema=ident)).format(  # type: ignore[arg-type]
+            sql.SQL(FILL_DIM_DATE.format(schema=ident)).format(  # type: ignore[arg-type]
                 **{name: sql.Literal(value) for name, value in calendar.items()}
             )
         )
-        statements.append(sql.SQL(_FILL_DIM_TIME.format(schema=ident)))  # type: ignore[arg-type]
+        statements.append(sql.SQL(FILL_DIM_TIME.format(schema=ident)))  # type: ignore[arg-type]
     view = sla_view_statement(contract)
     if view is not None and SLA_VIEW not in catalog.relations:
         statements.append(view)
@@ -446,11 +213,11 @@ def _apply_once(conn: psycopg.Connection, contract: Contract) -> int:
     return len(statements)
 
 
-def _foreign_key_statement(schema: str, constraint: ForeignKeyConstraint) -> sql.Composable:
+def _foreign_key_statement(schema: str, ref: Reference) -> sql.Composable:
     return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})").format(
-        sql.Identifier(schema, constraint.table),
-        sql.Identifier(constraint.name),
-        sql.Identifier(constraint.column),
-        sql.Identifier(schema, constraint.parent_table),
-        sql.Identifier(constraint.parent_column),
+        sql.Identifier(schema, ref.child_table),
+        sql.Identifier(ref.constraint_name),
+        sql.Identifier(ref.column),
+        sql.Identifier(schema, ref.parent_table),
+        sql.Identifier(ref.parent_column),
     )

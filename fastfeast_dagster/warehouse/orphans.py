@@ -12,7 +12,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from fastfeast_dagster.settings import Contract, SourceSpec
+from fastfeast_dagster.contract import Contract, SourceSpec
 
 _OPEN_ORPHANS = (
     "q.source_table = %(table)s AND q.rejection_stage = 'orphan'"
@@ -32,7 +32,7 @@ def _raw_key(
         raw=raw, tokens=tokens
     )
     if spec.columns[column].type == "int":
-        # The row passed typing before it became an orphan, so `370` or `370.0` casts cleanly.
+        # The row passed typing before it became an orphan, so its text casts cleanly.
         return sql.SQL(
             "CASE WHEN {0} ~ '^[+-]?[0-9]+([.]0*)?$' THEN ({0})::numeric::integer END"
         ).format(present)
@@ -43,18 +43,19 @@ def resolvable_partitions(conn: psycopg.Connection, contract: Contract) -> dict[
     """Per table, the partitions holding open orphans whose every foreign key now resolves."""
     schema = contract.warehouse.schema_name
     found: dict[str, list[str]] = {}
-    for spec in contract.sources.values():
-        if not spec.foreign_keys:
+    for name, spec in contract.sources.items():
+        references = [ref for ref in contract.relations.parents_of(name) if not ref.to_calendar]
+        if not references:
             continue
         conditions = [
             sql.SQL(
                 "({key} IS NULL OR EXISTS (SELECT 1 FROM {parent} p WHERE p.{parent_key} = {key}))"
             ).format(
-                key=_raw_key(spec, fk.column, contract.null_tokens),
-                parent=sql.Identifier(schema, contract.sources[fk.references].table),
-                parent_key=sql.Identifier(contract.sources[fk.references].primary_key),
+                key=_raw_key(spec, ref.column, contract.null_tokens),
+                parent=sql.Identifier(schema, ref.parent_table),
+                parent_key=sql.Identifier(ref.parent_column),
             )
-            for fk in spec.foreign_keys
+            for ref in references
         ]
         query = sql.SQL(
             "SELECT DISTINCT q.partition_key FROM {quarantine} q WHERE {open} AND {resolved}"
@@ -90,8 +91,8 @@ def promote_true_orphans(
     schema = contract.warehouse.schema_name
     promoted = waiting = 0
     with conn.transaction():
-        for spec in contract.sources.values():
-            if not spec.foreign_keys:
+        for name, spec in contract.sources.items():
+            if not contract.relations.parent_sources(name):
                 continue
             names = {
                 "true_orphan": sql.Identifier(schema, "true_orphan"),

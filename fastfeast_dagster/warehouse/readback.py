@@ -1,4 +1,4 @@
-"""Reading loaded rows back: what the asset checks validate and what `load_input` returns."""
+"""Reading loaded rows back: what the asset checks validate."""
 
 from __future__ import annotations
 
@@ -11,16 +11,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg import sql
 
-from fastfeast_dagster.settings import Contract, SourceSpec
-from fastfeast_dagster.warehouse.ddl import LINEAGE_COLUMNS, TableColumn, source_columns
-
-_CONVERT = {
-    "integer": pa.int64(),
-    "boolean": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us"),
-    "timestamptz": pa.timestamp("us", tz="UTC"),
-}
+from fastfeast_dagster.batch import LINEAGE_COLUMNS
+from fastfeast_dagster.contract import Contract, SourceSpec
 
 
 def read_rows(
@@ -38,7 +30,7 @@ def read_rows(
     CSV parsed by Arrow: a million-row hour reads back in about a second, where building a
     Python object per value took ten.
     """
-    columns = [*source_columns(spec), *LINEAGE_COLUMNS]
+    columns = [*spec.table_columns, *LINEAGE_COLUMNS]
     query = sql.SQL("SELECT {} FROM {}").format(
         sql.SQL(", ").join(sql.Identifier(column.name) for column in columns),
         sql.Identifier(contract.warehouse.schema_name, spec.table),
@@ -58,7 +50,7 @@ def read_rows(
         with cur.copy(copy, params or None) as rows:
             for block in rows:
                 buffer.write(block)
-    schema = pa.schema([(column.name, _arrow_type(column)) for column in columns])
+    schema = pa.schema([(column.name, column.type.arrow) for column in columns])
     if not buffer.getbuffer().nbytes:
         return schema.empty_table().to_pandas()
     # COPY's CSV writes NULL as an empty field and an empty string as "", so both survive, and
@@ -77,9 +69,3 @@ def read_rows(
         ),
     )
     return table.to_pandas()
-
-
-def _arrow_type(column: TableColumn) -> pa.DataType:
-    if column.sql_type.startswith("numeric"):
-        return pa.float64()
-    return _CONVERT.get(column.sql_type, pa.string())

@@ -1,8 +1,8 @@
 """The ticket SLA view: per ticket, first-response and resolution status against now.
 
 Derived state lives here rather than on `fact_ticket`: a breach depends on the clock (an open
-ticket is *pending* until its due time passes, not breached — the reference's §12 E6) and reopen
-counts depend on events that may arrive hours after the ticket (§12 E7). A materialized view
+ticket is *pending* until its due time passes, not breached) and reopen counts depend on events
+that may arrive hours after the ticket. A materialized view
 with a unique index is refreshed CONCURRENTLY on a schedule, so readers are never blocked.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from fastfeast_dagster.settings import Contract
+from fastfeast_dagster.contract import Contract
 
 SLA_VIEW = "ticket_sla"
 _NEEDED = {"orders", "tickets", "ticket_events", "agents"}

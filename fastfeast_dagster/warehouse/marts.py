@@ -1,0 +1,108 @@
+"""KPI marts for BI tools: one day's rows rebuilt from the facts, in one transaction.
+
+The tables are created with the schema (`fixed_tables.py`). Rebuilding a day replaces exactly
+that day's rows, so it is idempotent however often it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from fastfeast_dagster.contract import Contract
+
+_ORDERS = """
+DELETE FROM {table} WHERE date_key = {day};
+INSERT INTO {table} (date_key, region_id, orders, delivered, revenue,
+    average_order_value, cancellation_rate, refund_rate, average_delivery_minutes)
+SELECT date_key, region_id, count(*),
+       count(*) FILTER (WHERE order_status = 'Delivered'),
+       coalesce(sum(total_amount) FILTER (WHERE order_status = 'Delivered'), 0),
+       round(avg(total_amount) FILTER (WHERE order_status = 'Delivered'), 2),
+       -- Of all orders: one with an unknown status still counts in the denominator.
+       round(count(*) FILTER (WHERE order_status = 'Cancelled')::numeric / count(*), 4),
+       round(count(*) FILTER (WHERE order_status = 'Refunded')::numeric / count(*), 4),
+       round(avg(extract(epoch FROM delivered_at - order_created_at) / 60)
+             FILTER (WHERE order_status = 'Delivered'), 2)
+FROM {schema}.fact_order WHERE date_key = {day}
+GROUP BY date_key, region_id
+"""
+
+_TICKETS = """
+DELETE FROM {table} WHERE date_key = {day};
+INSERT INTO {table} (date_key, agent_id, team_id, priority_id, tickets,
+    first_response_met, first_response_judged, resolution_met, resolution_judged, reopened,
+    first_response_compliance, resolution_compliance, reopen_rate)
+SELECT date_key, agent_id, team_id, priority_id, count(*),
+       count(*) FILTER (WHERE first_response_status = 'met'),
+       count(*) FILTER (WHERE first_response_status IN ('met', 'breached')),
+       count(*) FILTER (WHERE resolution_status = 'met'),
+       count(*) FILTER (WHERE resolution_status IN ('met', 'breached')),
+       count(*) FILTER (WHERE reopen_count > 0),
+       round(count(*) FILTER (WHERE first_response_status = 'met')::numeric
+             / nullif(count(*) FILTER (WHERE first_response_status IN ('met', 'breached')), 0), 4),
+       round(count(*) FILTER (WHERE resolution_status = 'met')::numeric
+             / nullif(count(*) FILTER (WHERE resolution_status IN ('met', 'breached')), 0), 4),
+       round(avg((reopen_count > 0)::int), 4)
+FROM {schema}.ticket_sla WHERE date_key = {day}
+GROUP BY date_key, agent_id, team_id, priority_id
+"""
+
+# The day's headline KPIs, from the mart's rows: numeric metadata that the UI plots across
+# partitions. Rates over regions are weighted by their denominators.
+_ORDERS_HEADLINE = """
+SELECT sum(orders) AS orders, sum(revenue) AS revenue,
+       sum(revenue) / nullif(sum(delivered), 0) AS average_order_value,
+       sum(cancellation_rate * orders) / nullif(sum(orders), 0) AS cancellation_rate,
+       sum(refund_rate * orders) / nullif(sum(orders), 0) AS refund_rate,
+       sum(average_delivery_minutes * delivered)
+           / nullif(sum(delivered) FILTER (WHERE average_delivery_minutes IS NOT NULL), 0)
+           AS average_delivery_minutes
+FROM {table} WHERE date_key = {day}
+"""
+_TICKETS_HEADLINE = """
+SELECT sum(tickets) AS tickets,
+       sum(first_response_met)::numeric / nullif(sum(first_response_judged), 0)
+           AS first_response_compliance,
+       sum(resolution_met)::numeric / nullif(sum(resolution_judged), 0) AS resolution_compliance,
+       sum(reopened)::numeric / nullif(sum(tickets), 0) AS reopen_rate
+FROM {table} WHERE date_key = {day}
+"""
+
+# Mart → (rebuild script, headline query).
+_SCRIPTS = {
+    "mart_orders_daily": (_ORDERS, _ORDERS_HEADLINE),
+    "mart_tickets_daily": (_TICKETS, _TICKETS_HEADLINE),
+}
+MARTS = list(_SCRIPTS)
+
+
+@dataclass(frozen=True)
+class MartDay:
+    rows: pd.DataFrame  # the day's mart rows
+    headline: pd.Series  # the day's KPIs over all its rows
+
+
+def rebuild_mart_day(conn: psycopg.Connection, contract: Contract, mart: str, day: int) -> MartDay:
+    """Replace `mart`'s rows of `day` (a date key, YYYYMMDD) and read them back."""
+    script, headline = _SCRIPTS[mart]
+    names = {
+        "schema": sql.Identifier(contract.warehouse.schema_name),
+        "table": sql.Identifier(contract.warehouse.schema_name, mart),
+        "day": sql.Literal(day),
+    }
+    with conn.transaction():
+        conn.execute(sql.SQL(script).format(**names))  # type: ignore[arg-type]
+        rows = _query(conn, sql.SQL("SELECT * FROM {table} WHERE date_key = {day}").format(**names))
+        totals = _query(conn, sql.SQL(headline).format(**names))  # type: ignore[arg-type]
+    return MartDay(rows, totals.iloc[0])
+
+
+def _query(conn: psycopg.Connection, query: sql.Composable) -> pd.DataFrame:
+    with conn.cursor() as cur:
+        cur.execute(query)
+        columns = [column.name for column in cur.description or []]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
