@@ -41,6 +41,10 @@ from fastfeast_dagster_tests.commands import (
     fresh_environment,
     run_command,
 )
+from fastfeast_dagster_tests.outcomes import (
+    assert_files_load_as_expected,
+    assert_orphans_reference_no_delivered_key,
+)
 
 DAY = dt.date(2026, 3, 2)
 HOUR = f"{DAY}-10:00"
@@ -112,7 +116,9 @@ def dev() -> Iterator[Dev]:
     )
     try:
         _wait_for(lambda: _responds(f"http://127.0.0.1:{port}/server_info"), 180, "the UI")
-        manifest = generate(state / "incoming", DAY, hours=[10])
+        # A whole day, the defect catalogue included, so that the daemon's ordering of a day's
+        # dimensions and its 24 hours of facts is what is tested.
+        manifest = generate(state / "incoming", DAY)
         url = run_command(env, "fastfeast", "db", "url").stdout.strip()
         yield Dev(process, state, env, port, url, manifest)
     finally:
@@ -136,6 +142,14 @@ def test_dropped_files_load_with_no_manual_action(dev: Dev) -> None:
     assert dev.query("SELECT count(*) FROM fact_ticket_event") == [(events,)]
     dev.family = psutil.Process(dev.process.pid).children(recursive=True)
     assert dev.family, "dagster dev runs its webserver and daemon as children"
+
+
+def test_the_daemon_loads_the_day_exactly_as_ingest_does(dev: Dev, contract: Contract) -> None:
+    # Hours wait for their day's dimensions, so no orphan was ever written for a member that
+    # was delivered: not even one later resolved by a retry.
+    root = dev.state / "data"
+    assert_files_load_as_expected(dev.url, root, dev.manifest)
+    assert_orphans_reference_no_delivered_key(dev.url, root, contract)
 
 
 def test_the_asset_graph_in_the_ui_follows_the_contract(dev: Dev, contract: Contract) -> None:
@@ -170,7 +184,7 @@ def test_partition_counts_in_the_ui_match_the_file_log(dev: Dev, contract: Contr
         )
     )
     assert loaded["dim_customer"] == 2, "the master snapshot and the batch day"
-    assert loaded["fact_order"] == 1
+    assert loaded["fact_order"] == 24
     partitions = {
         "dimension": len(daily_partitions(contract).get_partition_keys()),
         "fact": len(hourly_partitions(contract).get_partition_keys()),
@@ -304,8 +318,10 @@ def test_the_ui_lineage_draws_every_asset_group(dev: Dev, ui: UI) -> None:
 
 def test_the_ui_shows_the_loaded_hours_materialized(dev: Dev, ui: UI) -> None:
     hours = _loaded_hours(dev)
-    assert hours, "the load test loaded an hour of orders"
-    for index, (hour, rows) in enumerate(hours.items()):
+    assert len(hours) == 24, "the load test loaded a day of orders"
+    # The first and the last hour: every one's status is counted in the filter labels.
+    sample = {hour: hours[hour] for hour in (min(hours), max(hours))}
+    for index, (hour, rows) in enumerate(sample.items()):
         path = f"/assets/fact_order?view=partitions&partition={quote(hour)}"
         with ui.view(f"02-fact_order-partitions-{index}", path) as page:
             # The status filters' labels count the partitions (their checkboxes are hidden).

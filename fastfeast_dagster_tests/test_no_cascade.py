@@ -7,13 +7,10 @@ are exactly the manifest's, and replaying the day changes no byte of any table.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import json
 import os
 import shutil
 import tempfile
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +20,10 @@ import pytest
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.synthetic import Manifest, generate
 from fastfeast_dagster_tests.commands import fresh_environment, run_command
+from fastfeast_dagster_tests.outcomes import (
+    assert_files_load_as_expected,
+    assert_orphans_reference_no_delivered_key,
+)
 
 DAY = dt.date(2026, 3, 2)
 
@@ -53,107 +54,14 @@ def test_every_file_loads_exactly_what_the_manifest_expects(
     day: tuple[dict[str, str], Manifest, str],
 ) -> None:
     env, manifest, url = day
-    root = Path(env["FASTFEAST_DATA_DIR"])
-    logged = {
-        str(Path(path).relative_to(root)): (total, loaded, quarantined, repaired)
-        for path, total, loaded, quarantined, repaired in _query(
-            url,
-            "SELECT file_path, total_records, valid_records, quarantined, repaired"
-            " FROM pipeline_file_log WHERE superseded_at IS NULL",
-        )
-    }
-    expected = {
-        path: (e["rows"], e["expected_loaded"], e["expected_quarantined"], e["expected_repaired"])
-        for path, e in manifest.files.items()
-    }
-    assert logged == expected
-    for total, loaded, quarantined, repaired in logged.values():
-        assert total == loaded + quarantined and repaired <= loaded
-    rejects = Counter(
-        {
-            (path, f"{stage}/{rule}/{column}"): count
-            for path, stage, rule, column, count in _query(
-                url,
-                "SELECT source_path, rejection_stage, rejection_rule, rejection_column, count(*)"
-                " FROM quarantine WHERE superseded_at IS NULL AND resolved_at IS NULL"
-                " GROUP BY 1, 2, 3, 4",
-            )
-        }
-    )
-    repairs = Counter(
-        {
-            (path, f"{stage}/{rule}/{column}"): count
-            for path, stage, rule, column, count in _query(
-                url,
-                "SELECT source_path, repair_stage, repair_rule, repair_column, count(*)"
-                " FROM value_repair WHERE superseded_at IS NULL GROUP BY 1, 2, 3, 4",
-            )
-        }
-    )
-    assert rejects == Counter(
-        {
-            (path, rule): n
-            for path, e in manifest.files.items()
-            for rule, n in e["expected_rejects"].items()
-        }
-    )
-    assert repairs == Counter(
-        {
-            (path, rule): n
-            for path, e in manifest.files.items()
-            for rule, n in e["expected_repairs"].items()
-        }
-    )
-    for table, counts in manifest.tables.items():
-        assert _query(url, f"SELECT count(*) FROM {table}") == [(counts["expected_rows"],)], table
-
-
-def _delivered_keys(root: Path, contract: Contract) -> dict[str, set[str]]:
-    """Every key value of every dimension file delivered, as text."""
-    keys: dict[str, set[str]] = {}
-    for spec in contract.dimensions.values():
-        found = keys.setdefault(spec.table, set())
-        for path in root.rglob("*"):
-            if path.name not in spec.files.values():
-                continue
-            if path.suffix == ".csv":
-                with path.open(newline="") as handle:
-                    found |= {row[spec.primary_key].strip() for row in csv.DictReader(handle)}
-            else:
-                found |= {
-                    str(row[spec.primary_key]).strip() for row in json.loads(path.read_text())
-                }
-    return keys
+    assert_files_load_as_expected(url, Path(env["FASTFEAST_DATA_DIR"]), manifest)
 
 
 def test_the_only_orphans_reference_keys_in_no_file(
     day: tuple[dict[str, str], Manifest, str], contract: Contract
 ) -> None:
     env, manifest, url = day
-    delivered = _delivered_keys(Path(env["FASTFEAST_DATA_DIR"]), contract)
-    # Every orphan row ever written, superseded and resolved ones included.
-    orphans = _query(
-        url,
-        "SELECT q.source_table, r ->> 'column', q.raw_data ->> (r ->> 'column')"
-        " FROM quarantine q, jsonb_array_elements(q.reasons) AS r WHERE r ->> 'stage' = 'orphan'",
-    )
-    assert orphans
-    parents = {
-        (ref.child_table, ref.column): ref.parent_table
-        for ref in contract.relations.references
-        if not ref.to_calendar
-    }
-    for table, column, key in orphans:
-        parent = parents[(table, column)]
-        if parent.startswith("dim_"):
-            assert key not in delivered[parent], (table, column, key)
-        else:  # an order or ticket that did not load: rejected, or an orphan itself
-            assert not _query(url, f"SELECT 1 FROM {parent} WHERE {column} = '{key}'"), (
-                table,
-                column,
-                key,
-            )
-    late = set(manifest.late_parent_orders)
+    assert_orphans_reference_no_delivered_key(url, Path(env["FASTFEAST_DATA_DIR"]), contract)
     waiting = _query(
         url,
         "SELECT raw_data ->> 'order_id' FROM quarantine WHERE source_table = 'fact_order'"
@@ -161,7 +69,7 @@ def test_the_only_orphans_reference_keys_in_no_file(
         " AND superseded_at IS NULL AND resolved_at IS NULL",
     )
     # Tomorrow's customers are in no file of this day: their orders wait for them.
-    assert late <= {order for (order,) in waiting}
+    assert set(manifest.late_parent_orders) <= {order for (order,) in waiting}
 
 
 def test_orders_of_repaired_members_load_and_repairs_are_masked(
