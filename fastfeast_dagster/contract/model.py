@@ -86,6 +86,15 @@ class SumEqualsRule(_Strict):
 CrossFieldRule = Annotated[NotBeforeRule | SumEqualsRule, Field(discriminator="kind")]
 
 
+class IndexSpec(_Strict):
+    """An index on one column of the source's table, and why it earns its cost on every load."""
+
+    column: str
+    # btree for lookups and joins; brin for a column that grows with load order (a date key).
+    using: Literal["btree", "brin"] = "btree"
+    why: str = Field(min_length=1)
+
+
 class SourceSpec(_Strict):
     kind: SourceKind
     table: str
@@ -96,6 +105,8 @@ class SourceSpec(_Strict):
     foreign_keys: list[ForeignKey] = []
     derived: dict[str, DerivedColumn] = {}
     rules: list[CrossFieldRule] = []
+    # The table's indexes besides its primary key; the schema has exactly these.
+    indexes: list[IndexSpec] = []
     owners: list[str] = []
 
     def file_format(self, folder: FolderKind) -> FileFormat:
