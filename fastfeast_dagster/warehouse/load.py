@@ -54,6 +54,10 @@ def load_batch(
     asset_key: str,
     run_id: str,
 ) -> LoadReport:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        # Inside the caller's transaction this one would be a savepoint: nothing would commit
+        # here, and the load's temporary tables would outlive it.
+        raise RuntimeError("load_batch needs a connection that is not inside a transaction")
     scope = LoadScope(contract, batch.source, asset_key, run_id, batch.partition_keys)
     watch = Stopwatch()
     with conn.transaction(), conn.cursor() as cur:
