@@ -13,30 +13,31 @@ ever misses.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import shutil
-import signal
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import psycopg
 import pytest
 from psycopg import sql
 
 from fastfeast_dagster_tests import faults
-from fastfeast_dagster_tests.commands import free_port, fresh_environment, run_command
-from fastfeast_dagster_tests.world import World, digest, prepare_world
+from fastfeast_dagster_tests.commands import fresh_environment, run_command
+from fastfeast_dagster_tests.world import (
+    World,
+    digest,
+    kill_held_ingest,
+    kill_run_worker_under_dev,
+    prepare_world,
+)
 
 DAY = dt.date(2026, 3, 2)
 HOUR = f"{DAY}-10:00"
 FACTS = "fact_order, fact_ticket, fact_ticket_event"
 # The daemon checks its sensors every 5 s and they tick at most every 10 s.
 TWO_TICKS_SECONDS = 2 * (10 + 5)
-DEV = ("fastfeast", "dev", "--port", str(free_port()))
 
 
 @pytest.fixture(scope="module")
@@ -72,33 +73,15 @@ def test_a_killed_ingest_heals_with_one_more_ingest(
     world: World, clean: dict[str, tuple[int, str]], point: str
 ) -> None:
     world.restore()
-    url = world.url()
-    table = "fact_ticket" if point == "between tables" else "fact_order"
-    with psycopg.connect(url, autocommit=True) as holder:
-        if point == "between tables":
-            # The hour's orders commit; its tickets load waits for the partition's lock.
-            faults.hold_partition(holder, table, HOUR)
-        else:
-            with psycopg.connect(url) as setup:
-                faults.install_pause(setup, table, point)
-            faults.hold(holder)
-        ingest = world.start("fastfeast", "ingest")
-        load = faults.blocked_load(url, table)
-        assert load.client_pid == ingest.pid
-        os.kill(ingest.pid, signal.SIGKILL)
-        ingest.wait(30)
-        seconds = faults.seconds_until_gone(url, load.backend_pid)
-        faults.release(holder)
+    load, killed, seconds = kill_held_ingest(world, point, HOUR)
+    assert load.client_pid == killed  # the load was ingest's own, in its process
     assert seconds < 5, f"the killed load held its locks for {seconds:.1f} s"
-    if point != "between tables":
-        with psycopg.connect(url) as conn:
-            faults.remove_pause(conn, table)
     healed = world.run("fastfeast", "ingest")
     assert healed.returncode == 0, healed.stdout + healed.stderr[-3000:]
     # Only what did not commit is loaded again.
     expected = "fact_ticket, fact_ticket_event" if point == "between tables" else FACTS
     assert _runs_of_the_hour(healed.stdout) == [f"ok: {expected}"]
-    assert digest(url) == clean
+    assert digest(world.url()) == clean
     if point == "copy":
         assert "nothing new to ingest" in world.run("fastfeast", "ingest").stdout
 
@@ -141,45 +124,16 @@ def test_a_killed_run_worker_under_fastfeast_dev_heals_within_two_sensor_ticks(
     world: World, clean: dict[str, tuple[int, str]]
 ) -> None:
     world.restore()
-    url = world.url()
-    with psycopg.connect(url) as setup:
-        faults.install_pause(setup, "fact_order", "copy")
-    holder = psycopg.connect(url, autocommit=True)
-    faults.hold(holder)
-    dev = world.start(*DEV)
-    try:
-        # The daemon's stream sensor launches the hour; its run worker waits in the COPY.
-        load = faults.blocked_load(url, "fact_order", timeout=400)
-        worker = psutil.Process(load.client_pid)
-        assert worker.pid != dev.pid and dev.pid in [p.pid for p in worker.parents()]
-        worker.kill()
-        seconds = faults.seconds_until_gone(url, load.backend_pid)
-        faults.release(holder)
-        holder.close()
-        with psycopg.connect(url) as conn:
-            faults.remove_pause(conn, "fact_order")
-        # The re-run, and the run it took up (failed by the code server that saw its worker die).
-        runs = (
-            "SELECT retry.status, failed.status, extract(epoch FROM retry.create_timestamp"
-            " - failed.update_timestamp) FROM runs retry JOIN run_tags t ON t.run_id ="
-            " retry.run_id AND t.key = 'fastfeast/retry_of' JOIN runs failed ON failed.run_id ="
-            " t.value"
-        )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            found = _dagster_query(world, runs)
-            if found and found[0][0] in ("SUCCESS", "FAILURE"):
-                break
-            time.sleep(2)
-        assert found and found[0][0] == "SUCCESS", (found, world.output(*DEV)[0][-3000:])
-    finally:
-        dev.send_signal(signal.SIGINT)
-        dev.wait(150)
-    assert seconds < 5, f"the killed run worker's load held its locks for {seconds:.1f} s"
-    ((_, failed, delay),) = found
-    assert failed == "FAILURE"
-    assert float(delay) < TWO_TICKS_SECONDS, f"re-run requested {float(delay):.0f} s after"
-    assert digest(url) == clean
+    killed = kill_run_worker_under_dev(world)
+    # The worker was a process of dev's tree, not dev (nor its daemon) itself.
+    assert killed.worker_pid != killed.dev_pid and killed.dev_pid in killed.ancestors
+    assert killed.seconds < 5, f"its load held its locks for {killed.seconds:.1f} s"
+    # The code server saw its worker die and failed the run; the retry sensor took it up.
+    assert killed.retry is not None, world.output("fastfeast", "dev", "--port")[0][-3000:]
+    retry, failed, delay = killed.retry
+    assert (retry, failed) == ("SUCCESS", "FAILURE")
+    assert delay < TWO_TICKS_SECONDS, f"re-run requested {delay:.0f} s after the failure"
+    assert digest(world.url()) == clean
 
 
 def test_no_clear_pii_value_is_stored_or_logged_anywhere(world: World) -> None:

@@ -8,18 +8,22 @@ Used by `test_fault_injection.py` and by the longer drill, `tools/fault_drill.py
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import psycopg
 from psycopg import sql
 
 from fastfeast_dagster.synthetic import Manifest, generate
 from fastfeast_dagster.warehouse.embedded import drop_database
-from fastfeast_dagster_tests.commands import BIN, fresh_environment, run_command
+from fastfeast_dagster_tests import faults
+from fastfeast_dagster_tests.commands import BIN, free_port, fresh_environment, run_command
 
 DATABASES = ("fastfeast", "dagster")
 
@@ -150,3 +154,85 @@ def prepare_world(state: Path, day: dt.date, *, hour: int, scale: float) -> Worl
     shutil.copytree(incoming / "input" / "stream", data / "input" / "stream")
     time.sleep(6)  # past the settle window, so that no case waits for it
     return world
+
+
+def kill_held_ingest(
+    world: World, point: str, partition: str
+) -> tuple[faults.BlockedLoad, int, float]:
+    """Start `fastfeast ingest`, hold its load of `partition` at `point` (`copy` or `upsert` of the
+    orders, or `between tables`: the orders commit, the tickets wait), SIGKILL it there.
+
+    Returns the load it held, the killed process's pid and how long the load's backend then kept
+    its locks; the pause is gone afterwards, so the next load runs through.
+    """
+    url = world.url()
+    table = "fact_ticket" if point == "between tables" else "fact_order"
+    with psycopg.connect(url, autocommit=True) as holder:
+        if point == "between tables":
+            faults.hold_partition(holder, table, partition)
+        else:
+            with psycopg.connect(url) as setup:
+                faults.install_pause(setup, table, point)
+            faults.hold(holder)
+        ingest = world.start("fastfeast", "ingest")
+        load = faults.blocked_load(url, table, timeout=3600)
+        os.kill(ingest.pid, signal.SIGKILL)
+        ingest.wait(60)
+        seconds = faults.seconds_until_gone(url, load.backend_pid, timeout=120)
+        faults.release(holder)
+    if point != "between tables":
+        with psycopg.connect(url) as conn:
+            faults.remove_pause(conn, table)
+    return load, ingest.pid, seconds
+
+
+@dataclass(frozen=True)
+class WorkerKill:
+    worker_pid: int
+    dev_pid: int
+    ancestors: tuple[int, ...]  # of the killed worker
+    seconds: float  # how long its load's backend then kept its locks
+    # The re-run's status, the status of the run it took up, and the seconds between that run's
+    # failure and the re-run's creation (run storage's own clock); None if none finished.
+    retry: tuple[str, str, float] | None
+
+
+# The retry sensor's re-run and the failed run it took up.
+_RETRY = (
+    "SELECT retry.status, failed.status, extract(epoch FROM retry.create_timestamp"
+    " - failed.update_timestamp) FROM runs retry JOIN run_tags t ON t.run_id = retry.run_id"
+    " AND t.key = 'fastfeast/retry_of' JOIN runs failed ON failed.run_id = t.value"
+)
+
+
+def kill_run_worker_under_dev(world: World, timeout: float = 300) -> WorkerKill:
+    """Start `fastfeast dev`, hold the run worker its daemon launches for the hour inside the
+    orders COPY, SIGKILL that worker, let the load go and wait for the retry sensor's re-run."""
+    url = world.url()
+    with psycopg.connect(url) as setup:
+        faults.install_pause(setup, "fact_order", "copy")
+    holder = psycopg.connect(url, autocommit=True)
+    faults.hold(holder)
+    dev = world.start("fastfeast", "dev", "--port", str(free_port()))
+    retry = None
+    try:
+        load = faults.blocked_load(url, "fact_order", timeout=timeout + 100)
+        worker = psutil.Process(load.client_pid)
+        ancestors = tuple(parent.pid for parent in worker.parents())
+        worker.kill()
+        seconds = faults.seconds_until_gone(url, load.backend_pid, timeout=120)
+        faults.release(holder)
+        holder.close()
+        with psycopg.connect(url) as conn:
+            faults.remove_pause(conn, "fact_order")
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(world.url("dagster"), autocommit=True) as conn:
+            while time.monotonic() < deadline and retry is None:
+                found = conn.execute(_RETRY).fetchone()
+                if found and found[0] in ("SUCCESS", "FAILURE"):
+                    retry = (str(found[0]), str(found[1]), float(found[2]))
+                time.sleep(2)
+    finally:
+        dev.send_signal(signal.SIGINT)
+        dev.wait(300)
+    return WorkerKill(worker.pid, dev.pid, ancestors, seconds, retry)

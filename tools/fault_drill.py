@@ -27,14 +27,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastfeast_dagster_tests import faults
-from fastfeast_dagster_tests.commands import free_port
-from fastfeast_dagster_tests.world import World, digest, prepare_world
+from fastfeast_dagster_tests.world import (
+    World,
+    digest,
+    kill_held_ingest,
+    kill_run_worker_under_dev,
+    prepare_world,
+)
 
 DAY = dt.date(2026, 3, 2)
 HOUR = f"{DAY}-10:00"
@@ -64,25 +68,7 @@ def _release_time(url: str, backend: int | None) -> str:
 
 
 def held_kill(world: World, point: str) -> str:
-    url = world.url()
-    table = "fact_ticket" if point == "between tables" else "fact_order"
-    with psycopg.connect(url, autocommit=True) as holder:
-        if point == "between tables":
-            faults.hold_partition(holder, table, HOUR)
-        else:
-            with psycopg.connect(url) as setup:
-                faults.install_pause(setup, table, point)
-            faults.hold(holder)
-        ingest = world.start("fastfeast", "ingest")
-        load = faults.blocked_load(url, table, timeout=3600)
-        os.kill(ingest.pid, signal.SIGKILL)
-        ingest.wait(60)
-        released = _release_time(url, load.backend_pid)
-        faults.release(holder)
-    if point != "between tables":
-        with psycopg.connect(url) as conn:
-            faults.remove_pause(conn, table)
-    return released
+    return f"{kill_held_ingest(world, point, HOUR)[2]:.2f} s"
 
 
 def random_kill(world: World, rng: random.Random) -> str:
@@ -109,35 +95,8 @@ def random_stop(world: World, rng: random.Random) -> str:
 
 
 def daemon_kill(world: World) -> str:
-    url = world.url()
-    with psycopg.connect(url) as setup:
-        faults.install_pause(setup, "fact_order", "copy")
-    holder = psycopg.connect(url, autocommit=True)
-    faults.hold(holder)
-    dev = world.start("fastfeast", "dev", "--port", str(free_port()))
-    try:
-        load = faults.blocked_load(url, "fact_order", timeout=3600)
-        psutil.Process(load.client_pid).kill()
-        released = _release_time(url, load.backend_pid)
-        faults.release(holder)
-        holder.close()
-        with psycopg.connect(url) as conn:
-            faults.remove_pause(conn, "fact_order")
-        query = (
-            "SELECT r.status FROM runs r JOIN run_tags t ON t.run_id = r.run_id"
-            " AND t.key = 'fastfeast/retry_of'"
-        )
-        deadline = time.monotonic() + 3600
-        with psycopg.connect(world.url("dagster"), autocommit=True) as conn:
-            while time.monotonic() < deadline:
-                status = conn.execute(query).fetchone()
-                if status and status[0] in ("SUCCESS", "FAILURE"):
-                    break
-                time.sleep(2)
-    finally:
-        dev.send_signal(signal.SIGINT)
-        dev.wait(300)
-    return released
+    killed = kill_run_worker_under_dev(world, timeout=3600)
+    return f"{killed.seconds:.2f} s, re-run: {killed.retry[0] if killed.retry else 'none'}"
 
 
 def main() -> int:
