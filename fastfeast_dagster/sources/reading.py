@@ -416,18 +416,19 @@ def _match_keys(
         (row, rule, names.get(key or ""), _REASONS[rule].format(names.get(key or "", "")))
         for row, rule, key in findings
     ]
-    merged: dict[str, pd.Series] = {}
-    for name in dict.fromkeys(names.values()):
-        keys = [key for key, renamed in names.items() if renamed == name]
-        values = frame[keys]
-        if len(keys) > 1:
-            twice = values.notna().sum(axis=1).to_numpy() > 1
-            damage += _damage_lines(twice, "duplicate_key", name)
-        merged[name] = values.bfill(axis=1).iloc[:, 0] if len(keys) > 1 else values[keys[0]]
-    extra = columns.unknown(merged) if columns is not None else []
+    matched = frame.rename(columns=names)
+    if not matched.columns.is_unique:
+        merged: dict[str, pd.Series] = {}
+        for name in dict.fromkeys(matched.columns):
+            values = matched.loc[:, matched.columns == name]
+            if values.shape[1] > 1:
+                twice = values.notna().sum(axis=1).to_numpy() > 1
+                damage += _damage_lines(twice, "duplicate_key", name)
+            merged[name] = values.bfill(axis=1).iloc[:, 0]
+        matched = pd.DataFrame(merged, index=frame.index)
+    extra = columns.unknown(matched.columns) if columns is not None else []
     for name in extra:
-        damage += _damage_lines(merged[name].notna().to_numpy(), "extra_key", name)
-    matched = pd.DataFrame(merged, index=frame.index) if merged else pd.DataFrame(index=frame.index)
+        damage += _damage_lines(matched[name].notna().to_numpy(), "extra_key", name)
     return _Parsed(matched, damage, extra, columns_from_rows=True)
 
 
