@@ -20,7 +20,7 @@ from psycopg import sql
 from fastfeast_dagster.batch import LINEAGE_COLUMNS, PARTITION_COLUMN
 from fastfeast_dagster.contract import Contract, Reference, SourceSpec, TableColumn
 from fastfeast_dagster.warehouse.fixed_tables import FILL_DIM_DATE, FILL_DIM_TIME, FIXED_TABLES
-from fastfeast_dagster.warehouse.sla import SLA_VIEW, sla_view_statement
+from fastfeast_dagster.warehouse.sla import sla_statements
 
 # Held while the schema is applied, so concurrent run workers do not race each other's DDL.
 _SCHEMA_LOCK_ID = 0x0FA57FEA57
@@ -158,9 +158,7 @@ def pending_statements(
             )
         )
         statements.append(sql.SQL(FILL_DIM_TIME.format(schema=ident)))  # type: ignore[arg-type]
-    view = sla_view_statement(contract)
-    if view is not None and SLA_VIEW not in catalog.relations:
-        statements.append(view)
+    statements += sla_statements(contract, catalog.relations)
     return statements
 
 

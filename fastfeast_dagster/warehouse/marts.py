@@ -95,6 +95,9 @@ def rebuild_mart_day(conn: psycopg.Connection, contract: Contract, mart: str, da
         "day": sql.Literal(day),
     }
     with conn.transaction():
+        # Two rebuilds of the same day take turns: each deletes what it sees, so side by side
+        # both would insert the day.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{mart}|{day}",))
         conn.execute(sql.SQL(script).format(**names))  # type: ignore[arg-type]
         rows = _query(conn, sql.SQL("SELECT * FROM {table} WHERE date_key = {day}").format(**names))
         totals = _query(conn, sql.SQL(headline).format(**names))  # type: ignore[arg-type]
