@@ -4,7 +4,11 @@ A day's rows are replaced in one transaction, so re-materializing a day (after a
 orphan retry) is idempotent; the derived-tables sensor rebuilds a day when its facts load
 (`sensors/derived.py`), so only days with data are ever built. Each materialization carries a
 markdown summary and the day's headline KPIs as numbers, which the UI charts across partitions.
+A day that has no rows and had none (only events of other days' tickets loaded) is not
+materialized: every mart partition the UI shows holds data.
 """
+
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
@@ -48,17 +52,23 @@ def build_mart_asset(
         ],
         description=description,
         metadata=table_metadata(contract, name),
+        output_required=False,
     )
-    def _mart(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    def _mart(
+        context: dg.AssetExecutionContext, warehouse: Warehouse
+    ) -> Iterator[dg.MaterializeResult]:
         with warehouse.connect() as conn:
             built = rebuild_mart_day(conn, contract, name, date_key(context.partition_key))
+        if built.rows.empty and not built.had_rows:
+            context.log.info(f"{name}: no rows for {context.partition_key}, nothing to show")
+            return
         summary = built.rows.drop(columns=["date_key", "refreshed_at"]).head(20)
         kpis = {
             f"kpi/{kpi}": dg.MetadataValue.float(float(value))
             for kpi, value in built.headline.items()
             if pd.notna(value)
         }
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(built.rows),
                 **kpis,
