@@ -58,11 +58,13 @@ def status_event(
     }
 
 
-def write_hour(root: Path, agents: list[int | None], tickets: dict | None = None) -> None:
-    """`tickets` (default: all four) in hour 10 of DAY, with an order each; `agents[i]` is the
-    agent id of the tickets whose last field is i."""
+def write_hour(
+    root: Path, agents: list[int | None], tickets: dict | None = None, hour: int = 10
+) -> None:
+    """`tickets` (default: all four), created at 10:00 of DAY, with an order each, in the folder
+    of `hour`; `agents[i]` is the agent id of the tickets whose last field is i."""
     tickets = TICKETS if tickets is None else tickets
-    folder = hour_folder(root, DAY, 10)
+    folder = hour_folder(root, DAY, hour)
     orders = [
         {
             "order_id": IDS[name].replace("4000", "4111"),
