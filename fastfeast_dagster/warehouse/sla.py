@@ -19,13 +19,15 @@ update or after it.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 
 from fastfeast_dagster.contract import Contract
+from fastfeast_dagster.stopwatch import Stopwatch
 
 SLA_VIEW = "ticket_sla"
 SLA_STATE = "ticket_sla_state"
@@ -207,6 +209,7 @@ class SlaUpdate:
     written: int  # rows inserted or changed
     removed: int  # rows whose ticket is no longer loaded
     days: list[int]  # date keys (the tickets' creation days) whose rows changed
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def sla_statements(contract: Contract, relations: frozenset[str]) -> list[sql.Composable]:
@@ -240,38 +243,48 @@ def apply_fact_hours(
 ) -> SlaUpdate:
     """Recompute the SLA rows of the tickets that these fact hours touch, in one transaction."""
     schema = contract.warehouse.schema_name
-    state = sql.Identifier(schema, SLA_STATE)
-    columns = [sql.Identifier(name) for name in _STATE_COLUMNS]
-    content = [name for name in _STATE_COLUMNS if name != "ticket_id"]
-    names = {"schema": sql.Identifier(schema), "state": state}
+    names = {"schema": sql.Identifier(schema), "state": sql.Identifier(schema, SLA_STATE)}
+    ticket_columns = sql.SQL(", ").join(
+        sql.SQL("t.{}").format(sql.Identifier(name)) for name in _TICKET_COLUMNS
+    )
+    watch = Stopwatch()
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_UPDATE_LOCK_ID,))
-        cur.execute(sql.SQL(_TOUCHED).format(**names), {"hours": list(hours)})  # type: ignore[arg-type]
-        touched = cur.rowcount
-        # Temporary tables have no statistics: without them a full refresh is planned as if it
-        # touched a handful of tickets.
-        cur.execute("ANALYZE sla_touched")
-        ticket_columns = sql.SQL(", ").join(
-            sql.SQL("t.{}").format(sql.Identifier(name)) for name in _TICKET_COLUMNS
+        with watch.stage("wait for other SLA updates"):
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_UPDATE_LOCK_ID,))
+        with watch.stage("find the tickets the hours touch"):
+            cur.execute(sql.SQL(_TOUCHED).format(**names), {"hours": list(hours)})  # type: ignore[arg-type]
+            touched = cur.rowcount
+            # Temporary tables have no statistics: without them a full refresh is planned as
+            # if it touched a handful of tickets.
+            cur.execute("ANALYZE sla_touched")
+        with watch.stage("recompute their rows (ticket and events)"):
+            cur.execute(sql.SQL(_FRESH).format(ticket_columns=ticket_columns, **names))  # type: ignore[arg-type]
+        with watch.stage("write the rows that changed"):
+            cur.execute(_write_statement(names["state"]))
+            written, removed, days = cur.fetchone() or (0, 0, [])
+        committing = time.perf_counter()
+    watch.seconds["commit"] = time.perf_counter() - committing
+    changed_days = sorted(day for day in days if day is not None)
+    return SlaUpdate(touched, written, removed, changed_days, watch.seconds)
+
+
+def _write_statement(state: sql.Identifier) -> sql.Composable:
+    content = [name for name in _STATE_COLUMNS if name != "ticket_id"]
+
+    def listed(prefix: str, names: Sequence[str]) -> sql.Composable:
+        return sql.SQL(", ").join(
+            sql.SQL(prefix + "{}").format(sql.Identifier(name)) for name in names
         )
-        cur.execute(sql.SQL(_FRESH).format(ticket_columns=ticket_columns, **names))  # type: ignore[arg-type]
-        cur.execute(
-            sql.SQL(_WRITE).format(  # type: ignore[arg-type]
-                columns=sql.SQL(", ").join(columns),
-                fresh_values=sql.SQL(", ").join(
-                    sql.SQL("f.{}").format(sql.Identifier(name)) for name in content
-                ),
-                state_values=sql.SQL(", ").join(
-                    sql.SQL("s.{}").format(sql.Identifier(name)) for name in content
-                ),
-                updates=sql.SQL(", ").join(
-                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in content
-                ),
-                **names,
-            )
-        )
-        written, removed, days = cur.fetchone() or (0, 0, [])
-    return SlaUpdate(touched, written, removed, sorted(day for day in days if day is not None))
+
+    return sql.SQL(_WRITE).format(  # type: ignore[arg-type]
+        state=state,
+        columns=listed("", _STATE_COLUMNS),
+        fresh_values=listed("f.", content),
+        state_values=listed("s.", content),
+        updates=sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in content
+        ),
+    )
 
 
 def days_due_between(
