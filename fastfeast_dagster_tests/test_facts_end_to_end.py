@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from dagster._core.storage.tags import SCHEDULED_EXECUTION_TIME_TAG
 
+from fastfeast_dagster.assets.sla import day_of_key
 from fastfeast_dagster.contract import Contract, load_contract
 from fastfeast_dagster.ingest import CURSOR_KEY_PREFIX, IngestSummary, ingest
 from fastfeast_dagster.sensors.derived import DERIVED_SENSOR
@@ -102,8 +103,7 @@ def test_ingest_leaves_the_sla_rows_marts_and_promotions_done(day: Day) -> None:
     calendar = (None, ["dim_date", "dim_time"])
     # A ticket of a late-evening order is created after midnight: its day's mart follows.
     ticket_days = {key for (key,) in _query(day.url, "SELECT DISTINCT date_key FROM fact_ticket")}
-    later = [f"{key // 10000}-{key // 100 % 100:02d}-{key % 100:02d}" for key in ticket_days]
-    later = sorted(set(later) - {str(DAY)})
+    later = sorted({day_of_key(key) for key in ticket_days} - {str(DAY)})
     assert later == [str(DAY + dt.timedelta(days=1))]
     # All 23 hours in one run of their day; the late hour brought the day up to date again.
     assert derived[0] == [calendar, day_run, *((d, ["mart_tickets_daily"]) for d in later)]
