@@ -143,7 +143,7 @@ def test_a_due_time_passing_on_a_waiting_ticket_rebuilds_its_days_ticket_mart(
     load_master(data_dir, pipeline.materialize, contract)
     pipeline.tick()  # the first: the calendar, and the clock starts
     # Far enough ahead that the day's own run comes first, even on a busy machine.
-    due = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=15)
+    due = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=20)
     waiting = {"pending": ("Open", None, due.strftime("%Y-%m-%d %H:%M:%S.%f"), None, FAR, 0)}
     write_hour(data_dir, [None], waiting)
     pipeline.materialize(FACTS, HOUR)
