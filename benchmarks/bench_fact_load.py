@@ -103,10 +103,9 @@ def check_hour(url: str) -> dict[str, float]:
     from fastfeast_dagster.warehouse.readback import read_rows
 
     contract = load_contract()
-    spec = contract.sources["orders"]
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
-        frame = read_rows(conn, contract, spec, partition_keys=[f"{DAY}-{HOUR:02d}:00"])
+        frame = read_rows(conn, contract, "orders", [f"{DAY}-{HOUR:02d}:00"])
     read = time.perf_counter()
     outcome = run_suite(frame, EXPECTATIONS_DIR / "fact_order.json")
     return {

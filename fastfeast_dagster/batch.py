@@ -90,14 +90,31 @@ QUARANTINE_ROW_COLUMNS = [
 ]
 
 
+# The columns of `LoadBatch.repairs`, as the `value_repair` table names them.
+REPAIR_ROW_COLUMNS = [
+    "source_file",
+    "source_path",
+    "source_table",
+    "source_row",
+    "repair_stage",
+    "repair_rule",
+    "repair_column",
+    "repair_reason",
+    "raw_value",
+    "repaired_to",
+    "partition_key",
+]
+
+
 @dataclass
 class LoadBatch:
     """The verdict on one or more partitions of one source, ready to be written in one go.
 
     `clean` holds the typed contract and derived columns plus `_source_file`, `_source_row` and
-    `_partition_key`; `quarantine` one row per rejected source row (all its reasons, its masked
-    raw values) in `QUARANTINE_ROW_COLUMNS`. Rows whose parents are missing are found at load
-    time, in the warehouse, and join the quarantine there.
+    `_partition_key`, bad descriptive values already repaired; `quarantine` one row per rejected
+    source row (all its reasons, its masked raw values) in `QUARANTINE_ROW_COLUMNS`; `repairs`
+    one row per repaired value in `REPAIR_ROW_COLUMNS`. Rows whose parents are missing are found
+    at load time, in the warehouse: they join the quarantine there, and their repairs are void.
     """
 
     source: str
@@ -105,6 +122,7 @@ class LoadBatch:
     files: list[FileOutcome]
     clean: pd.DataFrame
     quarantine: pd.DataFrame
+    repairs: pd.DataFrame
     stage_seconds: dict[str, float] = field(default_factory=dict)  # read, validate, mask
 
     @property
@@ -122,6 +140,7 @@ class FileCounts:
     total: int
     loaded: int
     quarantined: int
+    repaired: int  # loaded rows with at least one repaired value
     duplicates: int
     orphans: int
     status: str
@@ -135,12 +154,14 @@ class LoadReport:
     rows_read: int
     rows_loaded: int
     rows_quarantined: int
+    rows_repaired: int
     inserted: int
     updated: int
     removed: int
     duplicates: int
     orphans: int
     rejects_by_stage: dict[str, int]
+    repairs_by_column: dict[str, int]
     files: dict[str, FileCounts] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # Whether the upsert left the keys' proof to the orphan stage (`warehouse/keys.py`).

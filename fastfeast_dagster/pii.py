@@ -115,6 +115,33 @@ def mask(values: pd.Series, kind: str, key: bytes) -> pd.Series:
     return pd.Series(pd.arrays.ArrowStringArray(masked), index=values.index)
 
 
+def mask_lookalikes(values: pd.Series, contract: Contract, key: bytes) -> pd.Series:
+    """The values, with every one that looks like PII masked as the PII it looks like.
+
+    "Looks like" is the format of a PII column of the contract: a value shifted into the wrong
+    column (an email under `gender`) is as sensitive as in its own. Values that match no such
+    format stay as they are.
+    """
+    text = values.astype("string").str.strip()
+    result = values.astype(object).copy()
+    for pattern, kind in _lookalike_formats(contract):
+        hit = text.str.fullmatch(pattern).fillna(False).to_numpy(dtype=bool)
+        if hit.any():
+            result[hit] = mask(values[hit], kind, key).astype(object).to_numpy()
+            text[hit] = pd.NA  # masked once, by the first format it matches
+    return result
+
+
+def _lookalike_formats(contract: Contract) -> list[tuple[str, str]]:
+    """(regex, PII kind) of every format a PII column of the contract is checked against."""
+    found: dict[str, str] = {}
+    for spec in contract.sources.values():
+        for column in spec.columns.values():
+            if column.pii is not None and column.format is not None:
+                found.setdefault(contract.formats[column.format], column.pii)
+    return list(found.items())
+
+
 def _hmac_hex(messages: list[bytes], key: bytes) -> pa.Array:
     """`hmac.digest(key, m, "sha256").hex()` of each distinct message, three times faster.
 

@@ -7,6 +7,7 @@ reopened after its resolution. Events record the status changes of `met` and `re
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import itertools
 import json
@@ -29,6 +30,11 @@ TICKETS = {
     "pending": ("Open", None, FAR, None, FAR, 1),
     "reopened": ("Reopened", "10:02", "10:05", "10:20", FAR, 0),
 }
+TICKET_HEADER = (
+    "ticket_id", "order_id", "customer_id", "driver_id", "restaurant_id", "agent_id", "reason_id",
+    "priority_id", "channel_id", "status", "refund_amount", "created_at", "first_response_at",
+    "resolved_at", "sla_first_due_at", "sla_resolve_due_at",
+)  # fmt: skip
 IDS = {name: f"00000000-0000-4000-8000-00000000000{index}" for index, name in enumerate(TICKETS, 1)}
 
 
@@ -59,10 +65,16 @@ def status_event(
 
 
 def write_hour(
-    root: Path, agents: list[int | None], tickets: dict | None = None, hour: int = 10
+    root: Path,
+    agents: list[int | None],
+    tickets: dict | None = None,
+    hour: int = 10,
+    *,
+    append: bool = False,
 ) -> None:
     """`tickets` (default: all four), created at 10:00 of DAY, with an order each, in the folder
-    of `hour`; `agents[i]` is the agent id of the tickets whose last field is i."""
+    of `hour`; `agents[i]` is the agent id of the tickets whose last field is i. With `append`,
+    the rows are added to the hour's files already there (a later, larger delivery of it)."""
     tickets = TICKETS if tickets is None else tickets
     folder = hour_folder(root, DAY, hour)
     orders = [
@@ -83,20 +95,23 @@ def write_hour(
         }
         for name in TICKETS
     ]
-    (folder / "orders.json").write_text(json.dumps(orders))
-    header = (
-        "ticket_id,order_id,customer_id,driver_id,restaurant_id,agent_id,reason_id,priority_id,"
-        "channel_id,status,refund_amount,created_at,first_response_at,resolved_at,"
-        "sla_first_due_at,sla_resolve_due_at"
-    )
-    lines = [header]
-    for name, (status, first, first_due, resolved, resolve_due, agent) in tickets.items():
-        order = IDS[name].replace("4000", "4111")
-        lines.append(
-            f"{IDS[name]},{order},,,,{agents[agent]},,1,1,{status},0,{DAY} 10:00:00,"
-            f"{_at(first)},{_at(resolved)},{_at(first_due)},{_at(resolve_due)}"
-        )
-    (folder / "tickets.csv").write_text("\n".join(lines) + "\n")
+    rows = [
+        {
+            "ticket_id": IDS[name],
+            "order_id": IDS[name].replace("4000", "4111"),
+            "agent_id": "" if agents[agent] is None else str(agents[agent]),
+            "priority_id": "1",
+            "channel_id": "1",
+            "status": status,
+            "refund_amount": "0",
+            "created_at": f"{DAY} 10:00:00",
+            "first_response_at": _at(first),
+            "resolved_at": _at(resolved),
+            "sla_first_due_at": _at(first_due),
+            "sla_resolve_due_at": _at(resolve_due),
+        }
+        for name, (status, first, first_due, resolved, resolve_due, agent) in tickets.items()
+    ]
     transitions = [("met", [None, "Open", "InProgress", "Resolved"])]
     transitions.append(("reopened", [None, "Open", "InProgress", "Resolved", "Reopened"]))
     events = [
@@ -105,7 +120,27 @@ def write_hour(
         if name in tickets
         for step, (old, new) in enumerate(itertools.pairwise(chain))
     ]
-    (folder / "ticket_events.json").write_text(json.dumps(events))
+    _write_json(folder / "orders.json", orders, append)
+    _write_csv(folder / "tickets.csv", rows, append)
+    _write_json(folder / "ticket_events.json", events, append)
+
+
+def _write_json(path: Path, rows: list[dict], append: bool) -> None:
+    before = json.loads(path.read_text()) if append and path.exists() else []
+    path.write_text(json.dumps(before + rows))
+
+
+def _write_csv(path: Path, rows: list[dict], append: bool) -> None:
+    if append and path.exists():
+        with path.open(newline="") as existing:
+            header = next(csv.reader(existing))
+        with path.open("a", newline="") as out:
+            csv.DictWriter(out, header, restval="", lineterminator="\n").writerows(rows)
+        return
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, TICKET_HEADER, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def load_master(

@@ -52,7 +52,7 @@ def test_a_clean_partition_passes_every_check(data_dir: Path, materialize) -> No
     assert set(evaluations) == {
         (table, check)
         for table in ("dim_team", "dim_agent")
-        for check in ("great_expectations", "quarantine_rate")
+        for check in ("great_expectations", "quarantine_rate", "repair_rate")
     }
     for key, evaluation in evaluations.items():
         assert evaluation.passed, (key, evaluation.metadata)
@@ -96,7 +96,7 @@ def test_a_violation_planted_in_the_table_fails_the_right_expectation(
     spec = contract.sources["agents"]
     # The day's check evaluated again over the tampered table, through the rows it reads.
     with psycopg.connect(warehouse_url) as conn:
-        rows = read_rows(conn, contract, spec, partition_keys=[DAY])
+        rows = read_rows(conn, contract, "agents", [DAY])
     checks = [asset_checks.suite_result(rows, spec)]
     results = {result.check_name: result for result in checks}
     ge = results["great_expectations"]

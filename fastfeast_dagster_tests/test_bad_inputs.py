@@ -1,4 +1,5 @@
-"""Bad inputs, materialized for real: each ends as a file rejection or quarantined rows."""
+"""Bad inputs, materialized for real: each ends as a file rejection, quarantined rows, or rows
+that load with their bad descriptive values repaired and recorded."""
 
 from __future__ import annotations
 
@@ -67,12 +68,12 @@ CASES = [
         1,
     ),
     (
-        "unknown allowed value",
+        "a key that is not a number",
         "segments.csv",
-        b"segment_id,segment_name,discount_pct,priority_support\n1,Regular,0,false\n2,Gold,5,true\n",
+        b"segment_id,segment_name,discount_pct,priority_support\n1,Regular,0,false\nx,VIP,5,true\n",
         "success",
         "schema",
-        "allowed_values",
+        "type",
         2,
         1,
         1,
@@ -195,3 +196,44 @@ def test_a_missing_pii_value_stays_null(data_dir: Path, materialize, warehouse_u
         rows = conn.execute("SELECT email, phone FROM dim_customer ORDER BY customer_id").fetchall()
     assert rows[0] == (None, None)
     assert all(len(value) == 64 for value in rows[1])
+
+
+def test_a_bad_descriptive_value_is_repaired_recorded_and_masked(
+    data_dir: Path,
+    materialize,
+    warehouse_url: str,  # type: ignore[no-untyped-def]
+) -> None:
+    _write(
+        data_dir,
+        "customers.csv",
+        b"customer_id,full_name,email,phone,region_id,segment_id,signup_date,gender,created_at,"
+        b"updated_at\n"
+        b"1,,notanemail,01012345678,,,2024-01-02,female,,\n"
+        # An email shifted into `gender`: repaired, and never kept in clear anywhere.
+        b"2,Omar,,,,,2024-01-02,omar.ali@gmail.com,,\n",
+    )
+    assert materialize(["dim_customer"], DAY).success
+    with psycopg.connect(warehouse_url) as conn:
+        members = conn.execute(
+            "SELECT customer_id, full_name, email, gender FROM dim_customer ORDER BY 1"
+        ).fetchall()
+        log = conn.execute(
+            "SELECT total_records, valid_records, quarantined, repaired FROM pipeline_file_log"
+        ).fetchall()
+        repairs = conn.execute(
+            "SELECT source_row, repair_stage, repair_rule, repair_column, raw_value, repaired_to"
+            " FROM value_repair WHERE superseded_at IS NULL ORDER BY source_row, repair_column"
+        ).fetchall()
+        dumped = conn.execute("SELECT string_agg(v::text, ' ') FROM value_repair v").fetchone()
+    assert members == [(1, "Unknown", None, "female"), (2, "Omar", None, None)]
+    assert log == [(2, 2, 0, 2)]
+    assert [row[:4] for row in repairs] == [
+        (1, "records", "format", "email"),
+        (1, "schema", "not_null", "full_name"),
+        (2, "schema", "allowed_values", "gender"),
+    ]
+    assert [row[5] for row in repairs] == [None, "Unknown", None]
+    email, missing_name, gender = (row[4] for row in repairs)
+    assert len(email) == 64 and len(gender) == 64  # masked tokens
+    assert missing_name == ""  # the empty cell the file carried
+    assert "notanemail" not in dumped[0] and "omar.ali" not in dumped[0]

@@ -12,7 +12,8 @@ import pytest
 from fastfeast_dagster.assets.partitions import daily_partitions
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.definitions import defs
-from fastfeast_dagster.sensors.folders import Cursor, FoundFile, build_folder_sensor, scan
+from fastfeast_dagster.sensors.folders import Cursor, build_folder_sensor, scan
+from fastfeast_dagster.sources.listing import FoundFile
 
 SETTLE = 1.0
 

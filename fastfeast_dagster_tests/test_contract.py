@@ -135,6 +135,61 @@ MALFORMED: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         lambda raw: raw["sources"]["orders"]["rules"][0].update(reference="created"),
         "sources.orders.rules.0: 'created' is not a column of orders",
     ),
+    (
+        "index on an unknown column",
+        lambda raw: raw["sources"]["orders"]["indexes"].append(
+            {"column": "coupon", "why": "coupons"}
+        ),
+        "sources.orders.indexes.5.column: 'coupon' is not a column of orders",
+    ),
+    (
+        "index without a reason",
+        lambda raw: raw["sources"]["orders"]["indexes"].append({"column": "region_id"}),
+        "sources.orders.indexes.5.why: required key is missing",
+    ),
+    (
+        "index on the primary key",
+        lambda raw: raw["sources"]["orders"]["indexes"].append(
+            {"column": "order_id", "why": "lookups"}
+        ),
+        "sources.orders.indexes.5.column: 'order_id' is the primary key, indexed already",
+    ),
+    (
+        "unknown repair policy",
+        lambda raw: raw["sources"]["customers"]["columns"]["email"].update(on_invalid="drop"),
+        "sources.customers.columns.email.on_invalid: unknown policy 'drop': use reject_row,"
+        " set_null or {placeholder: <text>}",
+    ),
+    (
+        "repair of a primary key",
+        lambda raw: raw["sources"]["customers"]["columns"]["customer_id"].update(
+            on_invalid="set_null"
+        ),
+        "sources.customers.columns.customer_id.on_invalid: the primary key cannot be repaired",
+    ),
+    (
+        "repair of a foreign key",
+        lambda raw: raw["sources"]["orders"]["columns"]["customer_id"].update(
+            on_invalid={"placeholder": "0"}
+        ),
+        "sources.orders.columns.customer_id.on_invalid: the foreign key cannot be repaired",
+    ),
+    (
+        "placeholder on a number",
+        lambda raw: raw["sources"]["drivers"]["columns"]["completed_deliveries"].update(
+            on_invalid={"placeholder": "0"}
+        ),
+        "sources.drivers.columns.completed_deliveries.on_invalid: a placeholder applies to text"
+        " columns, not int",
+    ),
+    (
+        "repair of an essential column",
+        lambda raw: raw["sources"]["orders"]["columns"]["order_created_at"].update(
+            on_invalid="set_null"
+        ),
+        "sources.orders.columns.order_created_at.on_invalid: it is essential by default (it"
+        " drives date_key), so a bad value rejects its row; set essential: false to repair it",
+    ),
 ]
 
 
@@ -196,3 +251,20 @@ def test_smtp_secrets_are_needed_only_when_alerts_are_enabled(
     contract = load_contract(_write(tmp_path, enabled))
     assert contract.smtp_settings().port == 2525
     assert contract.resolve_secret(contract.alerts.smtp.password) == "value-PASSWORD"
+
+
+def test_value_policies_follow_the_defaults_and_the_declarations(contract) -> None:
+    customers = contract.value_policies("customers")
+    assert customers["customer_id"].reject and customers["region_id"].reject  # key, foreign key
+    assert not customers["email"].reject and customers["email"].placeholder is None
+    assert customers["full_name"].placeholder == contract.repair.placeholder == "Unknown"
+    orders = contract.value_policies("orders")
+    # Essential by default: what places the order in the calendar, and the money.
+    assert orders["order_created_at"].reject and orders["total_amount"].reject
+    assert orders["date_key"] == orders["order_created_at"]
+    assert not orders["order_status"].reject and not orders["delivered_at"].reject
+    # A required column that repairs to NULL may hold NULL in the warehouse; one that keeps a
+    # placeholder or rejects stays NOT NULL.
+    drivers = {column.name: column for column in contract.table_columns("drivers")}
+    assert drivers["completed_deliveries"].nullable
+    assert not drivers["driver_name"].nullable and not drivers["driver_id"].nullable

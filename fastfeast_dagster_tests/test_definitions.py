@@ -185,6 +185,7 @@ def test_check_keys_are_pinned_and_partitioned_like_their_assets(contract) -> No
     tables = [spec.table for spec in contract.sources.values()]
     expected = {(table, "great_expectations") for table in tables}
     expected |= {(table, "quarantine_rate") for table in tables}
+    expected |= {(table, "repair_rate") for table in tables}
     expected |= {(spec.table, "freshness_check") for spec in contract.facts.values()}
     assert keys == expected
     for key in graph.asset_check_keys:

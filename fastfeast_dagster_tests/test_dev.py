@@ -11,24 +11,30 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psutil
 import psycopg
 import pytest
+from playwright.sync_api import expect
 
 from fastfeast_dagster.assets.partitions import daily_partitions, hourly_partitions
+from fastfeast_dagster.assets.sla import day_of_key
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.synthetic import Manifest, generate
+from fastfeast_dagster_tests.browser import UI, open_ui, settle
 from fastfeast_dagster_tests.commands import (
     BIN,
     dagster_exports,
@@ -41,6 +47,10 @@ from fastfeast_dagster_tests.derived_checks import (
     analyst_mismatches,
     mart_mismatches,
     sla_mismatches,
+)
+from fastfeast_dagster_tests.outcomes import (
+    assert_files_load_as_expected,
+    assert_orphans_reference_no_delivered_key,
 )
 from fastfeast_dagster_tests.sla_hour import IDS, hour_folder, status_event, write_hour
 
@@ -115,7 +125,9 @@ def dev() -> Iterator[Dev]:
     )
     try:
         _wait_for(lambda: _responds(f"http://127.0.0.1:{port}/server_info"), 180, "the UI")
-        manifest = generate(state / "incoming", DAY, hours=[10])
+        # A whole day, the defect catalogue included, so that the daemon's ordering of a day's
+        # dimensions and its 24 hours of facts is what is tested.
+        manifest = generate(state / "incoming", DAY)
         url = run_command(env, "fastfeast", "db", "url").stdout.strip()
         yield Dev(process, state, env, port, url, manifest)
     finally:
@@ -139,6 +151,14 @@ def test_dropped_files_load_with_no_manual_action(dev: Dev) -> None:
     assert dev.query("SELECT count(*) FROM fact_ticket_event") == [(events,)]
     dev.family = psutil.Process(dev.process.pid).children(recursive=True)
     assert dev.family, "dagster dev runs its webserver and daemon as children"
+
+
+def test_the_daemon_loads_the_day_exactly_as_ingest_does(dev: Dev, contract: Contract) -> None:
+    # Hours wait for their day's dimensions, so no orphan was ever written for a member that
+    # was delivered: not even one later resolved by a retry.
+    root = dev.state / "data"
+    assert_files_load_as_expected(dev.url, root, dev.manifest)
+    assert_orphans_reference_no_delivered_key(dev.url, root, contract)
 
 
 def _derived_mismatches(dev: Dev) -> list[str]:
@@ -225,7 +245,7 @@ def test_partition_counts_in_the_ui_match_the_file_log(dev: Dev, contract: Contr
         )
     )
     assert loaded["dim_customer"] == 2, "the master snapshot and the batch day"
-    assert loaded["fact_order"] == 1
+    assert loaded["fact_order"] == 24
     partitions = {
         "dimension": len(daily_partitions(contract).get_partition_keys()),
         "fact": len(hourly_partitions(contract).get_partition_keys()),
@@ -280,8 +300,9 @@ def test_a_late_hour_and_a_late_reopen_update_the_day(dev: Dev) -> None:
             "SELECT agent_id FROM dim_agent WHERE team_id IS NOT NULL ORDER BY 1 LIMIT 2"
         )
     ]
-    # Hour 12 of the same day arrives afterwards, with four tickets of known SLA outcome.
-    write_hour(dev.state / "data", agents, hour=12)
+    # Hour 12 of the same day is delivered again, later, with four more tickets of known SLA
+    # outcome (and their orders and events) than its first delivery had.
+    write_hour(dev.state / "data", agents, hour=12, append=True)
     _wait_for(
         lambda: (
             dev.query(
@@ -331,14 +352,16 @@ def test_a_mart_materialized_from_the_cli_is_charted_in_the_ui(dev: Dev) -> None
     ((orders,),) = dev.query("SELECT count(*) FROM fact_order")
     assert kpis["kpi/orders"] == orders
     assert {"kpi/revenue", "kpi/average_order_value", "kpi/cancellation_rate"} <= set(kpis)
-    # Every mart materialization is of a day with data: no empty wall-clock today.
-    for mart in ("mart_orders_daily", "mart_tickets_daily"):
+    # Every mart materialization is of a day with data (tickets of late-evening orders are
+    # created the next day): no empty wall-clock today.
+    for mart, facts in (("mart_orders_daily", "fact_order"), ("mart_tickets_daily", "fact_ticket")):
         built = dev.graphql(
             "query All($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {"
             " ... on AssetNode { assetMaterializations(limit: 100) { partition } } } }",
             path=[mart],
         )["assetNodeOrError"]["assetMaterializations"]
-        assert {m["partition"] for m in built} == {str(DAY)}, mart
+        days = {day_of_key(key) for (key,) in dev.query(f"SELECT DISTINCT date_key FROM {facts}")}
+        assert {m["partition"] for m in built} == days, mart
 
 
 def test_sensors_and_schedules_run_in_the_ui(dev: Dev) -> None:
@@ -364,6 +387,167 @@ def test_sensors_and_schedules_run_in_the_ui(dev: Dev) -> None:
     assert {s["name"]: s["scheduleState"]["status"] for s in schedules} == {
         "true_orphan_promotion": "RUNNING",
     }
+
+
+# The real UI in Chromium, on the same server and data as the GraphQL tests above; these run
+# after them (the last one launches a run) and before the Ctrl-C test stops the server.
+
+
+@pytest.fixture(scope="module")
+def ui(dev: Dev) -> Iterator[UI]:
+    with open_ui(f"http://127.0.0.1:{dev.port}") as ui:
+        yield ui
+
+
+def _loaded_hours(dev: Dev) -> dict[str, int]:
+    """fact_order's loaded hours and their rows, from the file log."""
+    return dict(
+        dev.query(
+            "SELECT partition_key, sum(valid_records)::int FROM pipeline_file_log"
+            " WHERE asset_key = 'fact_order' AND status = 'success' AND superseded_at IS NULL"
+            " GROUP BY partition_key ORDER BY partition_key"
+        )
+    )
+
+
+def test_the_ui_lineage_draws_every_asset_group(dev: Dev, ui: UI) -> None:
+    nodes = dev.graphql("{ assetNodes { groupName } }")["assetNodes"]
+    groups = Counter(node["groupName"] for node in nodes)
+    assert set(groups) == {"dimensions", "facts", "calendar", "analytics", "audit"}
+    with ui.view("01-global-lineage", "/asset-groups") as page:
+        graph = page.locator("svg foreignObject")  # the graph's nodes; the sidebar lists names too
+        for group, count in groups.items():
+            # A collapsed group is drawn as its name and its assets counted by status.
+            node = graph.filter(has=page.get_by_text(group, exact=True))
+            expect(node).to_have_count(1)
+            counts = node.get_by_text(re.compile(r"^\d+$"))
+            expect(counts.first).to_be_visible()
+            assert sum(map(int, counts.all_text_contents())) == count, group
+
+
+def test_the_ui_shows_the_loaded_hours_materialized(dev: Dev, ui: UI) -> None:
+    hours = _loaded_hours(dev)
+    assert len(hours) == 24, "the load test loaded a day of orders"
+    # The first and the last hour: every one's status is counted in the filter labels.
+    sample = {hour: hours[hour] for hour in (min(hours), max(hours))}
+    for index, (hour, rows) in enumerate(sample.items()):
+        path = f"/assets/fact_order?view=partitions&partition={quote(hour)}"
+        with ui.view(f"02-fact_order-partitions-{index}", path) as page:
+            # The status filters' labels count the partitions (their checkboxes are hidden).
+            for label in (f"Materialized ({len(hours)})", "Failed (0)"):
+                expect(page.get_by_text(label, exact=True)).to_be_visible()
+            # The selected partition's panel: its key with its status tag (the innermost
+            # element holding both; the list shows the key too), the rows it loaded.
+            header = (
+                page.locator("div")
+                .filter(has=page.get_by_title(hour, exact=True))
+                .filter(has=page.get_by_text("Materialized", exact=True))
+                .last
+            )
+            expect(header).to_have_text(re.compile(rf"^({re.escape(hour)})+Materialized$"))
+            expect(page.get_by_role("row", name=f"rows_loaded {rows}", exact=True)).to_be_visible()
+
+
+def test_the_ui_shows_the_great_expectations_check_passed(dev: Dev, ui: UI) -> None:
+    hours = _loaded_hours(dev)
+    path = "/assets/fact_order?view=checks&checkDetail=great_expectations"
+    with ui.view("03-fact_order-check-partitions", path) as page:
+        # The checks list (first on the page): the suite's latest result under its name.
+        item = page.get_by_title("great_expectations", exact=True).first.locator("xpath=..")
+        expect(item).to_have_text(re.compile(r"Succeeded$"))
+        # Its latest execution: passed, on a loaded hour, no expectation failed.
+        expect(page.get_by_text("Passed", exact=True)).to_be_visible()
+        expect(page.get_by_text(max(hours), exact=True)).to_be_visible()
+        expect(page.get_by_role("row", name="expectations_failed 0", exact=True)).to_be_visible()
+        ui.screenshot(page, "03-fact_order-checks")
+        # Per partition: every loaded hour passed, none failed.
+        page.locator("button[role=tab]", has_text="Partitions").click()
+        for label in (f"Passed ({len(hours)})", "Failed (0)", "Execution Failed (0)"):
+            expect(page.get_by_text(label, exact=True)).to_be_visible()
+        settle(page)
+
+
+def test_the_ui_shows_a_dimensions_columns_with_their_pii_notes(ui: UI, contract: Contract) -> None:
+    (spec,) = [spec for spec in contract.sources.values() if spec.table == "dim_customer"]
+    assert spec.pii_columns, "dim_customer has PII columns to show"
+    with ui.view("04-dim_customer-overview", "/assets/dim_customer") as page:
+        expect(page.get_by_text(spec.description, exact=True)).to_be_visible()
+        for name, column in spec.columns.items():
+            row = page.get_by_role("row").filter(
+                has=page.get_by_role("cell", name=name, exact=True)
+            )
+            expect(row).to_be_visible()
+            # The descriptions come from the asset's dagster/column_schema (assets/tables.py).
+            if column.pii:
+                expect(row).to_contain_text(f"PII, HMAC-masked as {column.pii}")
+            else:
+                expect(row).not_to_contain_text("PII")
+
+
+def test_the_ui_lists_the_folder_sensors_running(ui: UI) -> None:
+    states = {
+        "batch_files_sensor": True,
+        "stream_files_sensor": True,
+        "orphan_retry_sensor": True,
+        "derived_tables_sensor": True,
+        # Stopped while alerts are off: shows that the toggle read is each sensor's own.
+        "alert_on_run_failure": False,
+    }
+    with ui.view("05-automation", "/automation") as page:
+        for sensor, running in states.items():
+            link = page.get_by_role("link", name=re.compile(rf"\b{sensor}\b"))
+            expect(link).to_be_visible()
+            # A row is the link's parent: a selection checkbox, the link, the on/off toggle.
+            checkboxes = link.locator("xpath=..").get_by_role("checkbox")
+            expect(checkboxes).to_have_count(2)
+            if running:
+                expect(checkboxes.last).to_be_checked()
+            else:
+                expect(checkboxes.last).not_to_be_checked()
+
+
+def test_a_partition_run_launched_from_the_ui_succeeds(dev: Dev, ui: UI) -> None:
+    hour = max(_loaded_hours(dev))
+    ((orders,),) = dev.query("SELECT count(*) FROM fact_order")
+    with ui.view("06-fact_order-launch", "/assets/fact_order") as page:
+        page.get_by_role("button", name="Materialize…").click()
+        dialog = page.get_by_role("dialog")
+        partitions = dialog.get_by_role("textbox").first
+        expect(partitions).to_be_visible()
+        # Only the last 90 days before the wall clock are offered until asked for all; an older
+        # day must have the banner's button (a click waits for it), a recent one may not.
+        show_all = dialog.get_by_role("button", name="Show all partitions")
+        if dt.date.today() - DAY > dt.timedelta(days=91) or show_all.is_visible():
+            show_all.click()
+        partitions.fill(hour)
+        partitions.press("Enter")
+        expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+        ui.screenshot(page, "06-fact_order-launch-dialog")
+        dialog.get_by_role("button", name="Launch 1 run").click()
+        toast = page.get_by_role("region", name=re.compile("Notifications"))
+        view = toast.get_by_role("link", name="View")
+        expect(view).to_be_visible()
+        run_id = (view.get_attribute("href") or "").rsplit("/", 1)[-1]
+        view.click()
+        page.wait_for_url(f"**/runs/{run_id}*")
+        # The run page's status tag, once the run has ended.
+        status = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$")).first
+        expect(status).to_be_visible(timeout=300_000)
+        expect(status).to_have_text("Success")
+        expect(page.get_by_text(f"partition: {hour}", exact=True)).to_be_visible()
+    run = dev.graphql(
+        "query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status"
+        " tags { key value } } } }",
+        id=run_id,
+    )["runOrError"]
+    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    assert (run["status"], tags["dagster/partition"], tags["dagster/from_ui"]) == (
+        "SUCCESS",
+        hour,
+        "true",
+    )
+    # Replaying the hour's own files changes nothing.
+    assert dev.query("SELECT count(*) FROM fact_order") == [(orders,)]
 
 
 def test_ctrl_c_stops_everything(dev: Dev) -> None:

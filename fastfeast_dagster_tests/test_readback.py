@@ -24,7 +24,7 @@ def test_values_survive_the_round_trip(conn: psycopg.Connection, contract: Contr
         f" (1, '#N/A', NULL, true, {LINEAGE}), (2, '', 5, NULL, {LINEAGE}),"
         f" (3, 'say \"hi\",' || chr(10) || 'NaN', 0, false, {LINEAGE})"
     )
-    frame = read_rows(conn, contract, contract.sources["segments"], partition_keys=["p1"])
+    frame = read_rows(conn, contract, "segments", ["p1"])
     frame = frame.sort_values("segment_id").reset_index(drop=True)
 
     assert frame["segment_id"].tolist() == [1, 2, 3]
@@ -48,9 +48,8 @@ def test_timestamps_numbers_and_an_empty_partition(
         f" 20260302, 1959, {LINEAGE})"
     )
     _, loaded_at = conn.execute("SELECT now(), now() AT TIME ZONE 'UTC'").fetchone()
-    orders = contract.sources["orders"]
 
-    frame = read_rows(conn, contract, orders, primary_keys=["a", "b"]).sort_values("order_id")
+    frame = read_rows(conn, contract, "orders", ["p1"]).sort_values("order_id")
 
     assert frame["order_created_at"].tolist() == [
         pd.Timestamp("2026-03-02 19:05:00.25"),
@@ -59,7 +58,7 @@ def test_timestamps_numbers_and_an_empty_partition(
     assert frame["delivered_at"].isna().tolist() == [True, False]
     assert frame["order_amount"].iloc[0] == 12.5 and pd.isna(frame["order_amount"].iloc[1])
     assert frame["_loaded_at"].iloc[0] == pd.Timestamp(loaded_at, tz=dt.UTC)
-    empty = read_rows(conn, contract, orders, partition_keys=["none"])
+    empty = read_rows(conn, contract, "orders", ["none"])
     assert empty.empty and list(empty.columns) == list(frame.columns)
 
 
@@ -74,7 +73,7 @@ def test_line_breaks_in_text_beyond_one_parser_block(
         " FROM generate_series(1, 30000) AS n"
     )
 
-    frame = read_rows(conn, contract, contract.sources["segments"], partition_keys=["p1"])
+    frame = read_rows(conn, contract, "segments", ["p1"])
 
     assert len(frame) == 30000
     assert (frame["segment_name"] == "line\n" * 20 + frame["segment_id"].astype(str)).all()

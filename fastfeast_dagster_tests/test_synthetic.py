@@ -67,28 +67,38 @@ def test_another_seed_gives_other_data(tmp_path: Path) -> None:
 def test_every_defect_of_the_catalogue_is_injected(full_day: tuple[Path, Manifest]) -> None:
     _, manifest = full_day
     rejects: Counter[str] = Counter()
+    repairs: Counter[str] = Counter()
     defects: dict[str, Counter[str]] = {}
     for path, entry in manifest.files.items():
         rejects.update(entry["expected_rejects"])
+        repairs.update(entry["expected_repairs"])
         defects.setdefault(Path(path).name.split(".")[0], Counter()).update(entry["defects"])
-    expected_rules = [
+    # Bad keys, foreign keys and essential values (calendar-placing times, money) reject.
+    expected_rejects = [
         "records/duplicate/customer_id", "records/duplicate/driver_id",
+        "schema/type/customer_id", "schema/type/driver_id", "records/duplicate/order_id",
+        "records/duplicate/ticket_id", "schema/not_null/created_at",
+        "records/range/order_amount", "records/range/refund_amount",
+        "records/total_matches_parts/total_amount", "orphan/foreign_key/customer_id",
+        "orphan/foreign_key/driver_id", "orphan/foreign_key/restaurant_id",
+        "orphan/foreign_key/order_id", "orphan/foreign_key/ticket_id",
+    ]  # fmt: skip
+    # Bad descriptive values are repaired: the member, or the fact, loads.
+    expected_repairs = [
         "schema/not_null/full_name", "schema/not_null/restaurant_name",
         "schema/not_null/driver_name", "records/format/email", "records/format/agent_email",
         "records/format/phone", "records/format/driver_phone", "records/format/agent_phone",
         "records/format/national_id", "records/range/rating_avg", "records/range/on_time_rate",
         "schema/allowed_values/shift", "schema/allowed_values/gender",
-        "schema/type/prep_time_avg_min", "records/duplicate/order_id",
-        "records/duplicate/ticket_id", "schema/not_null/payment_method",
-        "schema/not_null/created_at", "schema/type/delivered_at", "schema/type/resolved_at",
-        "schema/allowed_values/order_status", "records/range/order_amount",
-        "records/range/refund_amount", "records/total_matches_parts/total_amount",
-        "records/delivered_after_created/delivered_at", "orphan/foreign_key/customer_id",
-        "orphan/foreign_key/driver_id", "orphan/foreign_key/restaurant_id",
-        "orphan/foreign_key/order_id", "orphan/foreign_key/ticket_id",
+        "schema/type/prep_time_avg_min", "schema/not_null/payment_method",
+        "schema/type/delivered_at", "schema/type/resolved_at",
+        "schema/allowed_values/order_status", "records/delivered_after_created/delivered_at",
     ]  # fmt: skip
-    assert [rule for rule in expected_rules if rejects[rule] < 1] == []
-    assert set(rejects) == set(expected_rules)
+    assert [rule for rule in expected_rejects if rejects[rule] < 1] == []
+    assert set(rejects) == set(expected_rejects)
+    assert [rule for rule in expected_repairs if repairs[rule] < 1] == []
+    assert set(repairs) == set(expected_repairs)
+    assert all(manifest.repaired_members[name] for name in ("customers", "restaurants", "drivers"))
     for source, kinds in {
         "customers": ["duplicate_pk_changed", "valid_nulls", "int_as_float", "drift",
                       "new_customers", "phone_without_leading_zero"],
@@ -112,6 +122,9 @@ def test_counts_reconcile_with_the_files(full_day: tuple[Path, Manifest]) -> Non
     for relative, entry in manifest.files.items():
         assert entry["expected_loaded"] + entry["expected_quarantined"] == entry["rows"], relative
         assert sum(entry["expected_rejects"].values()) == entry["expected_quarantined"]
+        # Each defective row carries one defect: a repaired row has one repaired value.
+        assert entry["expected_repaired"] == sum(entry["expected_repairs"].values())
+        assert entry["expected_repaired"] <= entry["expected_loaded"]
         assert len(_read(root / relative)) == entry["rows"], relative
     assert set(manifest.tables) == {
         spec["table"] for spec in yaml.safe_load(CONTRACT.read_text())["sources"].values()

@@ -1,4 +1,5 @@
-"""The validation stages as pure functions: typing, nulls, rules, duplicates, all reasons."""
+"""The validation stages as pure functions: typing, nulls, rules, duplicates, all reasons, and
+which bad values reject their row and which are repaired."""
 
 from __future__ import annotations
 
@@ -42,6 +43,13 @@ def _reasons(result, row: int) -> set[tuple[str, str, str]]:  # type: ignore[no-
     return set(zip(lines["stage"], lines["rule"], lines["column"], strict=True))
 
 
+def _repairs(result, row: int) -> set[tuple[str, str, str, str | None]]:  # type: ignore[no-untyped-def]
+    lines = result.repairs[result.repairs[ROW_COLUMN] == row]
+    return set(
+        zip(lines["stage"], lines["rule"], lines["column"], lines["repaired_to"], strict=True)
+    )
+
+
 def test_accepted_value_formats_are_typed(contract: Contract) -> None:
     rows = [
         _order(),
@@ -80,10 +88,62 @@ def test_the_null_vocabulary_becomes_a_real_null(contract: Contract, token: str 
 def test_nullability_is_honoured_per_column(contract: Contract) -> None:
     # Cancelled orders have no delivered_at: nullable, so they load (the reference's B1 bug).
     cancelled = _order(order_status="Cancelled", delivered_at=None, driver_id=None)
+    # A required descriptive value is repaired with the placeholder; the order still happened.
     no_payment = _order(order_id="3f2b8c1e-1a2b-4c3d-8e9f-0a1b2c3d4e51", payment_method="none")
-    result = validate(_frame([cancelled, no_payment]), contract.sources["orders"], contract)
-    assert len(result.clean) == 1
-    assert _reasons(result, 2) == {("schema", "not_null", "payment_method")}
+    # A required essential one (it places the order in the calendar) rejects the row.
+    no_time = _order(order_id="3f2b8c1e-1a2b-4c3d-8e9f-0a1b2c3d4e52", order_created_at="")
+    frame = _frame([cancelled, no_payment, no_time])
+    result = validate(frame, contract.sources["orders"], contract)
+    assert result.clean[ROW_COLUMN].tolist() == [1, 2]
+    assert result.clean["payment_method"].tolist() == ["card", "Unknown"]
+    assert _repairs(result, 2) == {("schema", "not_null", "payment_method", "Unknown")}
+    assert _reasons(result, 3) == {("schema", "not_null", "order_created_at")}
+
+
+def test_bad_descriptive_values_are_repaired_and_the_row_loads(contract: Contract) -> None:
+    customer = {
+        "customer_id": "7",
+        "full_name": "Mona Hassan",
+        "email": "mona.hassan7@gmail.com",
+        "phone": "01012345678",
+        "region_id": "2",
+        "segment_id": "1",
+        "signup_date": "2024-01-02",
+        "gender": "female",
+        "created_at": "2024-01-02 10:00:00",
+        "updated_at": "2024-01-02 10:00:00",
+    }
+    rows = [
+        {**customer, "email": "notanemail", "full_name": ""},
+        {**customer, "customer_id": "8", "gender": "other", "signup_date": "yesterday"},
+        # A bad key rejects, whatever else is repairable; its reasons are all recorded.
+        {**customer, "customer_id": "x", "email": "notanemail"},
+    ]
+    result = validate(_frame(rows), contract.sources["customers"], contract)
+    clean = result.clean.set_index(ROW_COLUMN)
+    assert clean.index.tolist() == [1, 2]
+    assert pd.isna(clean.at[1, "email"]) and clean.at[1, "full_name"] == "Unknown"
+    assert pd.isna(clean.at[2, "gender"]) and pd.isna(clean.at[2, "signup_date"])
+    assert _repairs(result, 1) == {
+        ("records", "format", "email", None),
+        ("schema", "not_null", "full_name", "Unknown"),
+    }
+    assert _repairs(result, 2) == {
+        ("schema", "allowed_values", "gender", None),
+        ("schema", "type", "signup_date", None),
+    }
+    assert _repairs(result, 3) == set()
+    assert _reasons(result, 3) == {
+        ("schema", "type", "customer_id"),
+        ("records", "format", "email"),
+    }
+
+
+def test_a_date_outside_the_calendar_rejects_the_row(contract: Contract) -> None:
+    late = _order(order_created_at="2031-01-01 00:00:00", delivered_at="2031-01-01 01:00:00")
+    result = validate(_frame([late]), contract.sources["orders"], contract)
+    assert result.clean.empty
+    assert _reasons(result, 1) == {("records", "calendar_range", "date_key")}
 
 
 def test_every_failed_rule_of_a_row_is_recorded(contract: Contract) -> None:
@@ -201,16 +261,25 @@ def test_formats_and_ranges_apply_only_to_present_values(contract: Contract) -> 
         },
     ]
     result = validate(_frame(rows), contract.sources["agents"], contract)
-    assert result.clean["agent_id"].tolist() == [1, 2]
-    assert _reasons(result, 3) == {
-        ("records", "format", "agent_email"),
-        ("records", "format", "agent_phone"),
+    # Contact details, ratings and flags are descriptive: bad ones are repaired to NULL.
+    assert result.clean["agent_id"].tolist() == [1, 2, 3, 4]
+    assert result.repairs[ROW_COLUMN].unique().tolist() == [3, 4]
+    assert _repairs(result, 3) == {
+        ("records", "format", "agent_email", None),
+        ("records", "format", "agent_phone", None),
     }
-    assert _reasons(result, 4) == {
-        ("records", "range", "csat_score"),
-        ("schema", "type", "is_active"),
-        ("schema", "type", "hire_date"),
+    assert _repairs(result, 4) == {
+        ("records", "range", "csat_score", None),
+        ("schema", "type", "is_active", None),
+        ("schema", "type", "hire_date", None),
     }
+    repaired = result.clean.set_index("agent_id")
+    assert repaired.loc[[3, 4], ["agent_email", "agent_phone"]].isna().values.tolist() == [
+        [True, True],
+        [True, False],
+    ]
+    assert pd.isna(repaired.at[4, "csat_score"]) and pd.isna(repaired.at[4, "is_active"])
+    assert repaired.at[2, "csat_score"] == 4.5  # a row without repairs keeps every value
 
 
 def test_column_set_mismatch_names_the_columns(contract: Contract) -> None:

@@ -13,7 +13,7 @@ from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 from fastfeast_dagster import pii
 from fastfeast_dagster.assets.metadata import table_metadata
 from fastfeast_dagster.batch import LoadBatch
-from fastfeast_dagster.contract import ColumnSpec, Contract, SourceSpec, data_root
+from fastfeast_dagster.contract import ColumnSpec, Contract, data_root
 from fastfeast_dagster.sources.layout import partition_file
 from fastfeast_dagster.validation.prepare import prepare_batch
 
@@ -35,9 +35,9 @@ def build_table_asset(
         partitions_def=partitions_def,
         deps=_dependencies(source, contract),
         io_manager_key=IO_MANAGER_KEY,
-        dagster_type=_batch_type(spec),
+        dagster_type=_batch_type(contract, source),
         metadata={
-            "dagster/column_schema": _column_schema(spec),
+            "dagster/column_schema": _column_schema(contract, source),
             **table_metadata(contract, spec.table),
         },
         # Facts re-load a range in one run and one transaction; dimensions replay day by day
@@ -77,7 +77,8 @@ def _dependencies(source: str, contract: Contract) -> list[dg.AssetDep]:
     return deps
 
 
-def _column_schema(spec: SourceSpec) -> dg.TableSchema:
+def _column_schema(contract: Contract, source: str) -> dg.TableSchema:
+    spec = contract.sources[source]
     described = {
         name: column.description or _describe(column) for name, column in spec.columns.items()
     }
@@ -92,7 +93,7 @@ def _column_schema(spec: SourceSpec) -> dg.TableSchema:
                     nullable=column.nullable, unique=column.name == spec.primary_key
                 ),
             )
-            for column in spec.table_columns
+            for column in contract.table_columns(source)
         ]
     )
 
@@ -110,8 +111,9 @@ def _describe(column: ColumnSpec) -> str:
     return "; ".join(parts)
 
 
-def _batch_type(spec: SourceSpec) -> dg.DagsterType:
+def _batch_type(contract: Contract, source: str) -> dg.DagsterType:
     """A type check that the clean rows match the warehouse table before they are written."""
+    spec = contract.sources[source]
     columns = [
         getattr(PandasColumn, f"{column.type.pandas_check}_column")(
             column.name,
@@ -120,7 +122,7 @@ def _batch_type(spec: SourceSpec) -> dg.DagsterType:
             unique=column.name == spec.primary_key and spec.kind == "dimension",
             ignore_missing_vals=column.nullable,
         )
-        for column in spec.table_columns
+        for column in contract.table_columns(source)
         if column.name in spec.columns
     ]
     frame_type = create_dagster_pandas_dataframe_type(f"{spec.table}_rows", columns=columns)

@@ -12,9 +12,12 @@ earlier yield, and a check can be re-run on what the warehouse holds.
 - `quarantine_rate`: the share of the partitions' source rows that went to quarantine (WARN
   above the contract's warn rate, ERROR above its error rate); it never blocks, the rows are
   accounted for.
+- `repair_rate`: the share of the partitions' rows that loaded with a repaired value (WARN
+  above `repair.warn_rate`, never an error: the rows are in the warehouse, the values flagged).
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
@@ -26,6 +29,7 @@ from fastfeast_dagster.resources.warehouse import Warehouse
 
 GE_CHECK = "great_expectations"
 QUARANTINE_CHECK = "quarantine_rate"
+REPAIR_CHECK = "repair_rate"
 
 
 def build_table_checks(
@@ -47,6 +51,12 @@ def build_table_checks(
             partitions_def=partitions_def,
             description="Share of the partition's source rows that went to quarantine.",
         ),
+        dg.AssetCheckSpec(
+            REPAIR_CHECK,
+            asset=spec.table,
+            partitions_def=partitions_def,
+            description="Share of the partition's source rows that loaded with a repaired value.",
+        ),
     ]
 
     @dg.multi_asset_check(
@@ -61,10 +71,13 @@ def build_table_checks(
         selected = {key.name for key in context.selected_asset_check_keys}
         if GE_CHECK in selected:
             yield suite_result(rows, spec)
-        if QUARANTINE_CHECK in selected:
+        if selected & {QUARANTINE_CHECK, REPAIR_CHECK}:
             with warehouse.connect() as conn:
-                counts = quarantine_counts(conn, contract, spec.table, context.partition_keys)
-            yield quarantine_result(contract, spec.table, *counts)
+                counts = file_counts(conn, contract, spec.table, context.partition_keys)
+            if QUARANTINE_CHECK in selected:
+                yield quarantine_result(contract, spec.table, counts)
+            if REPAIR_CHECK in selected:
+                yield repair_result(contract, spec.table, counts)
 
     return _checks
 
@@ -93,10 +106,17 @@ def suite_result(frame: pd.DataFrame, spec: SourceSpec) -> dg.AssetCheckResult:
     )
 
 
-def quarantine_result(
-    contract: Contract, table: str, quarantined: int, total: int
-) -> dg.AssetCheckResult:
-    rate = quarantined / total if total else 0.0
+@dataclass(frozen=True)
+class FileCounts:
+    """What the current file-log rows of some partitions add up to."""
+
+    read: int
+    quarantined: int
+    repaired: int
+
+
+def quarantine_result(contract: Contract, table: str, counts: FileCounts) -> dg.AssetCheckResult:
+    rate = counts.quarantined / counts.read if counts.read else 0.0
     thresholds = contract.quarantine
     return dg.AssetCheckResult(
         asset_key=table,
@@ -109,26 +129,43 @@ def quarantine_result(
         ),
         metadata={
             "quarantine_rate": rate,
-            "rows_quarantined": quarantined,
-            "rows_read": total,
+            "rows_quarantined": counts.quarantined,
+            "rows_read": counts.read,
             "warn_above": thresholds.warn_rate,
             "error_above": thresholds.error_rate,
         },
     )
 
 
-def quarantine_counts(
+def repair_result(contract: Contract, table: str, counts: FileCounts) -> dg.AssetCheckResult:
+    rate = counts.repaired / counts.read if counts.read else 0.0
+    return dg.AssetCheckResult(
+        asset_key=table,
+        check_name=REPAIR_CHECK,
+        passed=rate <= contract.repair.warn_rate,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "repair_rate": rate,
+            "rows_repaired": counts.repaired,
+            "rows_read": counts.read,
+            "warn_above": contract.repair.warn_rate,
+        },
+    )
+
+
+def file_counts(
     conn: psycopg.Connection, contract: Contract, asset_key: str, keys: list[str]
-) -> tuple[int, int]:
-    """(quarantined, read) over the current file-log rows of these partitions."""
+) -> FileCounts:
+    """The current file-log rows of these partitions, added up."""
     row = conn.execute(
         sql.SQL(
-            "SELECT coalesce(sum(quarantined), 0), coalesce(sum(total_records), 0) FROM {}"
+            "SELECT coalesce(sum(total_records), 0), coalesce(sum(quarantined), 0),"
+            " coalesce(sum(repaired), 0) FROM {}"
             " WHERE asset_key = %s AND partition_key = ANY(%s) AND superseded_at IS NULL"
         ).format(sql.Identifier(contract.warehouse.schema_name, "pipeline_file_log")),
         (asset_key, keys),
     ).fetchone()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
+    return FileCounts(*(int(value) for value in row)) if row else FileCounts(0, 0, 0)
 
 
 def build_freshness_checks(contract: Contract) -> list[dg.AssetChecksDefinition]:

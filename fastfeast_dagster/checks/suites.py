@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,14 +61,18 @@ def generated_expectations(spec: SourceSpec, contract: Contract) -> list[dict[st
             exact_match=False,
         )
     ]
+    source = contract.table_sources[spec.table]
+    policies = contract.value_policies(source)
+    stored = {column.name: column for column in contract.table_columns(source)}
     for name, column in spec.columns.items():
-        if not column.nullable:
+        # What the warehouse holds: a repaired value is NULL or the placeholder, never the bad one.
+        placeholder = policies[name].placeholder
+        if not stored[name].nullable:
             expectations.append(_expectation("expect_column_values_to_not_be_null", column=name))
         if column.allowed is not None:
+            allowed = [*column.allowed, *([placeholder] if placeholder else [])]
             expectations.append(
-                _expectation(
-                    "expect_column_values_to_be_in_set", column=name, value_set=column.allowed
-                )
+                _expectation("expect_column_values_to_be_in_set", column=name, value_set=allowed)
             )
         if column.min is not None or column.max is not None:
             bounds = {
@@ -85,12 +90,11 @@ def generated_expectations(spec: SourceSpec, contract: Contract) -> list[dict[st
                 )
             )
         elif column.format is not None:
+            regex = contract.formats[column.format]
+            if placeholder:
+                regex = f"(?:{regex})|^{re.escape(placeholder)}$"
             expectations.append(
-                _expectation(
-                    "expect_column_values_to_match_regex",
-                    column=name,
-                    regex=contract.formats[column.format],
-                )
+                _expectation("expect_column_values_to_match_regex", column=name, regex=regex)
             )
     expectations.append(_expectation("expect_column_values_to_be_unique", column=spec.primary_key))
     return expectations

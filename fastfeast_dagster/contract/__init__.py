@@ -22,6 +22,7 @@ from fastfeast_dagster.contract.model import (
     SourceSpec,
     SumEqualsRule,
 )
+from fastfeast_dagster.contract.policy import ValuePolicy
 from fastfeast_dagster.contract.relations import CALENDAR_TABLES, Reference, Relations
 from fastfeast_dagster.contract.types import (
     DERIVED_TYPES,
@@ -52,6 +53,7 @@ __all__ = [
     "SourceSpec",
     "SumEqualsRule",
     "TableColumn",
+    "ValuePolicy",
     "cached_contract",
     "contract_path",
     "data_root",

@@ -21,6 +21,7 @@ from fastfeast_dagster.contract.model import (
     SourceSpec,
     SumEqualsRule,
 )
+from fastfeast_dagster.contract.policy import policy_problems
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 # What Dagster accepts as an asset owner.
@@ -132,6 +133,19 @@ def _check_source(contract: Contract, name: str, spec: SourceSpec) -> Iterator[s
             yield f"{key}: min {column.min} is above max {column.max}"
         if column.pii is not None and column.type != "text":
             yield f"{key}.pii: only text columns can be masked"
+
+    yield from policy_problems(spec, at)
+
+    indexed: set[str] = set()
+    for index, declared in enumerate(spec.indexes):
+        key = f"{at}.indexes.{index}.column"
+        if declared.column not in {*spec.columns, *spec.derived, "_partition_key"}:
+            yield f"{key}: {declared.column!r} is not a column of {name}"
+        elif declared.column == spec.primary_key:
+            yield f"{key}: {declared.column!r} is the primary key, indexed already"
+        elif declared.column in indexed:
+            yield f"{key}: {declared.column!r} is indexed twice"
+        indexed.add(declared.column)
 
     for index, fk in enumerate(spec.foreign_keys):
         key = f"{at}.foreign_keys.{index}"

@@ -62,18 +62,38 @@ def load_contract(path: Path | str | None = None) -> Contract:
 
 
 def _describe_validation_error(error: ValidationError) -> Iterator[str]:
+    said: set[str] = set()
     for item in error.errors():
         # Discriminated unions add the tag to the location; it is noise in a key path.
         loc = [str(part) for part in item["loc"] if part not in ("not_before", "sum_equals")]
-        key = ".".join(loc) or "(top level)"
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
+        if "on_invalid" in loc:
+            # Pydantic explains each member of the policy union; one line says it all.
+            loc = loc[: loc.index("on_invalid") + 1]
+            value = _value_at(error, loc)
+            message = (
+                f"unknown policy {value!r}: use reject_row, set_null or {{placeholder: <text>}}"
+            )
+        elif item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "missing":
             message = "required key is missing"
         elif "input" in item and item["type"] not in ("union_tag_invalid",):
-            message = f"{message} (got {item['input']!r})"
-        yield f"{key}: {message}"
+            message = f"{item['msg']} (got {item['input']!r})"
+        else:
+            message = item["msg"]
+        line = f"{'.'.join(loc) or '(top level)'}: {message}"
+        if line not in said:
+            said.add(line)
+            yield line
+
+
+def _value_at(error: ValidationError, loc: list[str]) -> object:
+    """The input at `loc`, as the first error under that key path saw it."""
+    for item in error.errors():
+        parts = [str(part) for part in item["loc"]]
+        if parts[: len(loc)] == loc and len(parts) == len(loc) + 1:
+            return item["input"]
+    return None
 
 
 def data_root(contract: Contract) -> Path:

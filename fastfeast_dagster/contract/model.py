@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fastfeast_dagster.contract.policy import ValuePolicy, value_policies
 from fastfeast_dagster.contract.relations import Relations, resolve_relations
 from fastfeast_dagster.contract.types import DERIVED_TYPES, TYPES, TableColumn
 
@@ -32,6 +33,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Placeholder(_Strict):
+    placeholder: str = Field(min_length=1)
+
+
 class ColumnSpec(_Strict):
     type: ColumnType
     nullable: bool = True
@@ -41,6 +46,10 @@ class ColumnSpec(_Strict):
     max: float | None = None
     pii: Literal["phone", "email", "text"] | None = None
     description: str | None = None
+    # Whether a bad value rejects the row; unset: see `policy.py` for the defaults.
+    essential: bool | None = None
+    # What a bad value of a column that is not essential becomes (`policy.py`).
+    on_invalid: Literal["reject_row", "set_null"] | Placeholder | None = None
 
 
 class ForeignKey(_Strict):
@@ -77,6 +86,15 @@ class SumEqualsRule(_Strict):
 CrossFieldRule = Annotated[NotBeforeRule | SumEqualsRule, Field(discriminator="kind")]
 
 
+class IndexSpec(_Strict):
+    """An index on one column of the source's table, and why it earns its cost on every load."""
+
+    column: str
+    # btree for lookups and joins; brin for a column that grows with load order (a date key).
+    using: Literal["btree", "brin"] = "btree"
+    why: str = Field(min_length=1)
+
+
 class SourceSpec(_Strict):
     kind: SourceKind
     table: str
@@ -87,6 +105,8 @@ class SourceSpec(_Strict):
     foreign_keys: list[ForeignKey] = []
     derived: dict[str, DerivedColumn] = {}
     rules: list[CrossFieldRule] = []
+    # The table's indexes besides its primary key; the schema has exactly these.
+    indexes: list[IndexSpec] = []
     owners: list[str] = []
 
     def file_format(self, folder: FolderKind) -> FileFormat:
@@ -96,17 +116,6 @@ class SourceSpec(_Strict):
     @property
     def pii_columns(self) -> list[str]:
         return [name for name, column in self.columns.items() if column.pii is not None]
-
-    @property
-    def table_columns(self) -> list[TableColumn]:
-        """The table's contract columns, then its derived columns (lineage excluded)."""
-        columns = [
-            TableColumn(name, TYPES[column.type], nullable=column.nullable)
-            for name, column in self.columns.items()
-        ]
-        return columns + [
-            TableColumn(name, DERIVED_TYPES[derived.kind]) for name, derived in self.derived.items()
-        ]
 
 
 class Paths(_Strict):
@@ -128,6 +137,8 @@ class Sensors(_Strict):
     minimum_interval_seconds: int = Field(ge=1)
     max_requests_per_tick: int = Field(ge=1)
     freshness_lag_minutes: int = Field(ge=1)
+    # How long an hour of facts waits for its day's dimension files to load (`sensors/parents.py`).
+    parent_wait_minutes: float = Field(default=30, ge=0)
 
 
 class Orphans(_Strict):
@@ -139,6 +150,13 @@ class Orphans(_Strict):
 class QuarantineThresholds(_Strict):
     warn_rate: float = Field(ge=0, le=1)
     error_rate: float = Field(ge=0, le=1)
+
+
+class Repair(_Strict):
+    """How repaired values look, and when their share of a partition is worth a warning."""
+
+    placeholder: str = Field(default="Unknown", min_length=1)
+    warn_rate: float = Field(default=0.05, ge=0, le=1)
 
 
 class Calendar(_Strict):
@@ -197,6 +215,7 @@ class Contract(_Strict):
     sensors: Sensors
     orphans: Orphans
     quarantine: QuarantineThresholds
+    repair: Repair = Repair()
     calendar: Calendar
     warehouse: Warehouse
     owners: list[str]
@@ -222,6 +241,30 @@ class Contract(_Strict):
     @property
     def relations(self) -> Relations:
         return resolve_relations(self.sources)
+
+    def value_policies(self, source: str) -> dict[str, ValuePolicy]:
+        """What a bad value of each column (derived ones included) does to its row."""
+        return value_policies(self.sources[source], self.repair.placeholder)
+
+    def table_columns(self, source: str) -> list[TableColumn]:
+        """The table's contract columns, then its derived columns (lineage excluded).
+
+        A required column stays NOT NULL in the warehouse only when a bad value cannot make it
+        NULL: it rejects its row, or becomes the placeholder.
+        """
+        spec = self.sources[source]
+        policies = self.value_policies(source)
+        columns = [
+            TableColumn(
+                name,
+                TYPES[column.type],
+                nullable=column.nullable or not policies[name].keeps_not_null,
+            )
+            for name, column in spec.columns.items()
+        ]
+        return columns + [
+            TableColumn(name, DERIVED_TYPES[derived.kind]) for name, derived in spec.derived.items()
+        ]
 
     def load_order(self, names: list[str] | None = None) -> list[str]:
         """Sources ordered parents-first along foreign keys (stable: contract order breaks ties)."""

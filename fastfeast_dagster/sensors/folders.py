@@ -21,25 +21,10 @@ from pathlib import Path
 import dagster as dg
 
 from fastfeast_dagster.contract import Contract, data_root
-from fastfeast_dagster.sources.layout import (
-    hour_partition_key,
-    is_day,
-    is_hour,
-    master_partition_key,
-)
+from fastfeast_dagster.sensors.parents import held_for_parents
+from fastfeast_dagster.sources.listing import FoundFile, list_partition_files
 
 FOLDER_SENSOR_NAMES = {"batch": "batch_files_sensor", "stream": "stream_files_sensor"}
-
-
-@dataclass(frozen=True)
-class FoundFile:
-    source: str
-    path: Path
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    # (folder, mtime, ctime) from the file's folder up to, not including, the watched root.
-    folders: tuple[tuple[Path, int, int], ...] = ()
 
 
 @dataclass
@@ -92,30 +77,6 @@ class Scan:
     cursor: Cursor
 
 
-def list_partition_files(contract: Contract, root: Path, kind: str) -> dict[str, list[FoundFile]]:
-    """Every known file under the folders of `kind` (`batch` or `stream`), by partition key."""
-    found: dict[str, list[FoundFile]] = {}
-    if kind == "batch":
-        names = _file_names(contract, "batch")
-        master = _file_names(contract, "master")
-        found[master_partition_key(contract)] = _stat_known(root / contract.paths.master, master)
-        batch_root = root / contract.paths.batch
-        for day in _subfolders(batch_root):
-            if is_day(day.name) and day.name > master_partition_key(contract):
-                found[day.name] = _stat_known(day, names, (day,))
-    else:
-        names = _file_names(contract, "stream")
-        first_day = contract.partitions.stream_start_date.isoformat()
-        for day in _subfolders(root / contract.paths.stream):
-            if not is_day(day.name) or day.name < first_day:
-                continue
-            for hour in _subfolders(day):
-                if is_hour(hour.name):
-                    key = hour_partition_key(day.name, hour.name)
-                    found[key] = _stat_known(hour, names, (hour, day))
-    return {key: files for key, files in found.items() if files}
-
-
 def scan(
     partitions: dict[str, list[FoundFile]],
     cursor: Cursor,
@@ -124,8 +85,13 @@ def scan(
     settle_seconds: float,
     last_partition_key: str | None,
     max_requests: int,
+    held: frozenset[str] = frozenset(),
 ) -> Scan:
-    """Which partitions are ready to run, and the next cursor. Pure: no I/O."""
+    """Which partitions are ready to run, and the next cursor. Pure: no I/O.
+
+    `held` partitions are not taken this tick though settled (their parents are not loaded);
+    like unsettled ones they keep the watermark back and count as pending.
+    """
     settle_ns = int(settle_seconds * 1e9)
     moved_in = _moved_in_folders(partitions, cursor.watermark_ns)
     ready: list[ReadyPartition] = []
@@ -150,6 +116,8 @@ def scan(
             waiting.add(key)
             continue
         unsettled = [f for f in files if now_ns - f.ctime_ns < settle_ns]
+        if key in held:
+            unsettled = files
         if unsettled or len(ready) >= max_requests:
             pending += len(unsettled)
             candidate_times = [_seen_at(f, moved_in) for f in candidates]
@@ -239,13 +207,22 @@ def build_folder_sensor(
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         root = data_root(contract)
+        now = time.time_ns()
+        partitions = list_partition_files(contract, root, kind)
+        cursor = Cursor.loads(context.cursor)
+        held = (
+            held_for_parents(contract, context.instance, root, partitions, now_ns=now)
+            if kind == "stream"
+            else set()
+        )
         result = scan(
-            list_partition_files(contract, root, kind),
-            Cursor.loads(context.cursor),
-            now_ns=time.time_ns(),
+            partitions,
+            cursor,
+            now_ns=now,
             settle_seconds=settle,
             last_partition_key=partitions_def.get_last_partition_key(),
             max_requests=contract.sensors.max_requests_per_tick,
+            held=frozenset(held),
         )
         requests = [
             dg.RunRequest(
@@ -262,7 +239,8 @@ def build_folder_sensor(
         skip = None
         if not requests:
             skip = (
-                f"{result.cursor.pending} file(s) still settling"
+                f"{result.cursor.pending} file(s) still settling or waiting for their day's"
+                " dimensions"
                 if result.cursor.pending
                 else ("no new or changed files")
             )
@@ -271,49 +249,3 @@ def build_folder_sensor(
         )
 
     return _sensor
-
-
-def _file_names(contract: Contract, folder_kind: str) -> dict[str, str]:
-    return {
-        spec.files[folder_kind]: name  # type: ignore[index]
-        for name, spec in contract.sources.items()
-        if folder_kind in spec.files
-    }
-
-
-def _subfolders(path: Path) -> list[Path]:
-    if not path.is_dir():
-        return []
-    return [entry for entry in path.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
-
-
-def _times(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_mtime_ns, stat.st_ctime_ns
-
-
-def _stat_known(
-    folder: Path, names: dict[str, str], folders: tuple[Path, ...] = ()
-) -> list[FoundFile]:
-    """Files with a contract name; temporary (`*.tmp`) and hidden files never match one."""
-    try:
-        chain = tuple((path, *_times(path)) for path in folders)
-    except FileNotFoundError:
-        return []  # the folder went away while listing
-    found = []
-    for file_name, source in names.items():
-        try:
-            stat = (folder / file_name).stat()
-        except FileNotFoundError:
-            continue
-        found.append(
-            FoundFile(
-                source,
-                folder / file_name,
-                stat.st_size,
-                stat.st_mtime_ns,
-                stat.st_ctime_ns,
-                chain,
-            )
-        )
-    return found

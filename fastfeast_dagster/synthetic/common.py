@@ -68,11 +68,13 @@ class Planner:
         self._cursor = 0
         self.report = report
 
-    def take(self, kind: str, count: int, rule: str | None = None) -> np.ndarray:
+    def take(
+        self, kind: str, count: int, rule: str | None = None, *, repair: bool = False
+    ) -> np.ndarray:
         count = min(count, len(self._queue) - self._cursor)
         rows = np.sort(self._queue[self._cursor : self._cursor + count])
         self._cursor += count
-        self.report.note(kind, count, rule)
+        self.report.note(kind, count, rule, repair=repair)
         return rows
 
     def remaining(self) -> np.ndarray:

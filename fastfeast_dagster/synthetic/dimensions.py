@@ -72,6 +72,7 @@ class Dim:
     positions: np.ndarray  # row of base row i in `frame` (copies are interleaved)
     stable: np.ndarray  # clean base rows no defect touched: safe to drift
     attrs: dict[str, np.ndarray] = field(default_factory=dict)
+    repaired: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # base rows
 
 
 def _frame(columns: dict[str, pa.Array], numbers: set[str], flags: set[str] = frozenset()) -> Frame:
@@ -155,14 +156,15 @@ def _customers(rng: np.random.Generator, scale: float) -> Dim:
     dim = customer_rows(rng, ids, _past_days(rng, count, dt.date(2019, 1, 1), dt.date(2025, 12, 1)))
     plan = Planner(rng, np.arange(count), dim.report)
     frame, region = dim.frame, dim.attrs["region"]
-    _reject(dim, plan, "null_required", scaled(6, scale), "schema/not_null/full_name",
+    _repair(dim, plan, "null_required", scaled(6, scale), "schema/not_null/full_name",
             "full_name", NULL_TOKENS)  # fmt: skip
-    _reject(dim, plan, "invalid_email", scaled(4, scale), "records/format/email",
+    _repair(dim, plan, "invalid_email", scaled(4, scale), "records/format/email",
             "email", BAD_EMAILS)  # fmt: skip
-    _reject(dim, plan, "invalid_phone", scaled(4, scale), "records/format/phone",
+    _repair(dim, plan, "invalid_phone", scaled(4, scale), "records/format/phone",
             "phone", BAD_PHONES)  # fmt: skip
-    _reject(dim, plan, "unknown_allowed_value", scaled(2, scale), "schema/allowed_values/gender",
+    _repair(dim, plan, "unknown_allowed_value", scaled(2, scale), "schema/allowed_values/gender",
             "gender", ("other",))  # fmt: skip
+    _bad_key(dim, plan, scaled(2, scale), ("abc", "C-17"))
     nulls = plan.take("valid_nulls", scaled(9, scale))
     _valid_nulls(frame, nulls, ("email", "phone", "region_id"), NULL_TOKENS)
     region[nulls[2::3]] = 0  # the third of them lost their region: no city to deliver to
@@ -212,11 +214,11 @@ def _restaurants(rng: np.random.Generator, scale: float) -> Dim:
         "restaurants", frame, FileReport(), ids, np.ones(count, bool), ids - 1, ids - 1, attrs
     )
     plan = Planner(rng, np.arange(count), dim.report)
-    _reject(dim, plan, "null_required", scaled(2, scale), "schema/not_null/restaurant_name",
+    _repair(dim, plan, "null_required", scaled(2, scale), "schema/not_null/restaurant_name",
             "restaurant_name", (None, "N/A"))  # fmt: skip
-    _reject(dim, plan, "out_of_range", scaled(2, scale), "records/range/rating_avg",
+    _repair(dim, plan, "out_of_range", scaled(2, scale), "records/range/rating_avg",
             "rating_avg", ("-1", "6"))  # fmt: skip
-    _reject(dim, plan, "unparseable_int", scaled(1, scale), "schema/type/prep_time_avg_min",
+    _repair(dim, plan, "unparseable_int", scaled(1, scale), "schema/type/prep_time_avg_min",
             "prep_time_avg_min", ("abc",))  # fmt: skip
     nulls = plan.take("valid_nulls", scaled(2, scale))
     frame.put("rating_avg", nulls, cycle((NAN_LITERAL, None, "N/A", ""), len(nulls)))
@@ -272,16 +274,17 @@ def _drivers(rng: np.random.Generator, scale: float) -> Dim:
              "active": active}  # fmt: skip
     dim = Dim("drivers", frame, FileReport(), ids, np.ones(count, bool), ids - 1, ids - 1, attrs)
     plan = Planner(rng, np.arange(count), dim.report)
-    _reject(dim, plan, "null_required", scaled(2, scale), "schema/not_null/driver_name",
+    _repair(dim, plan, "null_required", scaled(2, scale), "schema/not_null/driver_name",
             "driver_name", ("", "null"))  # fmt: skip
-    _reject(dim, plan, "invalid_phone", scaled(2, scale), "records/format/driver_phone",
+    _repair(dim, plan, "invalid_phone", scaled(2, scale), "records/format/driver_phone",
             "driver_phone", BAD_PHONES)  # fmt: skip
-    _reject(dim, plan, "invalid_national_id", scaled(1, scale), "records/format/national_id",
+    _repair(dim, plan, "invalid_national_id", scaled(1, scale), "records/format/national_id",
             "national_id", ("123",))  # fmt: skip
-    _reject(dim, plan, "out_of_range", scaled(2, scale), "records/range/on_time_rate",
+    _repair(dim, plan, "out_of_range", scaled(2, scale), "records/range/on_time_rate",
             "on_time_rate", ("-0.5", "1.5"))  # fmt: skip
-    _reject(dim, plan, "unknown_allowed_value", scaled(1, scale), "schema/allowed_values/shift",
+    _repair(dim, plan, "unknown_allowed_value", scaled(1, scale), "schema/allowed_values/shift",
             "shift", ("afternoon",))  # fmt: skip
+    _bad_key(dim, plan, scaled(1, scale), ("D-9",))
     nulls = plan.take("valid_nulls", scaled(3, scale))
     _valid_nulls(frame, nulls, ("driver_phone", "national_id"), NULL_TOKENS)
     as_float = plan.take("int_as_float", scaled(2, scale))
@@ -323,9 +326,9 @@ def _agents(rng: np.random.Generator, scale: float) -> Dim:
     attrs = {"skill": skill, "resolution": resolution, "csat": csat}
     dim = Dim("agents", frame, FileReport(), ids, np.ones(count, bool), ids - 1, ids - 1, attrs)
     plan = Planner(rng, np.arange(count), dim.report)
-    _reject(dim, plan, "invalid_email", scaled(1, scale), "records/format/agent_email",
+    _repair(dim, plan, "invalid_email", scaled(1, scale), "records/format/agent_email",
             "agent_email", BAD_EMAILS)  # fmt: skip
-    _reject(dim, plan, "invalid_phone", scaled(1, scale), "records/format/agent_phone",
+    _repair(dim, plan, "invalid_phone", scaled(1, scale), "records/format/agent_phone",
             "agent_phone", BAD_PHONES)  # fmt: skip
     nulls = plan.take("valid_nulls", scaled(2, scale))
     _valid_nulls(frame, nulls, ("agent_email", "agent_phone", "team_id"), NULL_TOKENS)
@@ -334,7 +337,7 @@ def _agents(rng: np.random.Generator, scale: float) -> Dim:
     return _with_copies(rng, dim, plan, np.empty(0, np.int64), frame.take(np.empty(0, np.int64)))
 
 
-def _reject(
+def _repair(
     dim: Dim,
     plan: Planner,
     kind: str,
@@ -343,8 +346,17 @@ def _reject(
     column: str,
     values: tuple[str | None, ...],
 ) -> None:
-    rows = plan.take(kind, count, rule)
+    """A bad descriptive value: the pipeline repairs it and the member loads."""
+    rows = plan.take(kind, count, rule, repair=True)
     dim.frame.put(column, rows, cycle(values, len(rows)))
+    dim.repaired = np.sort(np.concatenate([dim.repaired, rows]))
+
+
+def _bad_key(dim: Dim, plan: Planner, count: int, values: tuple[str, ...]) -> None:
+    """A key that is not one: the row is rejected, and no fact can reference the member."""
+    key = next(iter(dim.frame.columns))
+    rows = plan.take("invalid_key", count, f"schema/type/{key}")
+    dim.frame.put(key, rows, cycle(values, len(rows)))
     dim.loaded[rows] = False
 
 

@@ -111,6 +111,7 @@ def generate(
         ticket_updates=state.ticket_updates,
         late_parent_orders=state.late_parent_orders,
         late_files=late_files,
+        repaired_members={name: dim.ids[dim.repaired].tolist() for name, dim in master.items()},
     )
     manifest.write(out / "manifest.json")
     return manifest

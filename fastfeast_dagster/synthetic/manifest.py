@@ -11,22 +11,30 @@ from typing import Any
 
 @dataclass
 class FileReport:
-    """Per-file expectations; every defective row fails exactly one rule, so counts are exact."""
+    """Per-file expectations; every defective row carries exactly one defect, so counts are exact.
+
+    A defect of a key, a foreign key or an essential column rejects its row (`rejects`); a
+    defect of any other column is repaired and the row loads (`repairs`: one value per row).
+    """
 
     rows: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
+    repairs: Counter[str] = field(default_factory=Counter)
     defects: Counter[str] = field(default_factory=Counter)
 
-    def note(self, kind: str, count: int, rule: str | None = None) -> None:
-        """Record `count` rows carrying defect `kind`; `rule` is the reject key they must hit."""
+    def note(self, kind: str, count: int, rule: str | None = None, *, repair: bool = False) -> None:
+        """Record `count` rows carrying defect `kind`; `rule` is the reject (or, with `repair`,
+        the repair) key `stage/rule/column` they must hit."""
         if count <= 0:
             return
         self.defects[kind] += count
         if rule is not None:
-            self.rejects[rule] += count
+            (self.repairs if repair else self.rejects)[rule] += count
 
     def copy(self) -> FileReport:
-        return FileReport(self.rows, Counter(self.rejects), Counter(self.defects))
+        return FileReport(
+            self.rows, Counter(self.rejects), Counter(self.repairs), Counter(self.defects)
+        )
 
     def to_json(self) -> dict[str, Any]:
         quarantined = sum(self.rejects.values())
@@ -35,6 +43,8 @@ class FileReport:
             "expected_loaded": self.rows - quarantined,
             "expected_quarantined": quarantined,
             "expected_rejects": dict(sorted(self.rejects.items())),
+            "expected_repaired": sum(self.repairs.values()),
+            "expected_repairs": dict(sorted(self.repairs.items())),
             "defects": dict(sorted(self.defects.items())),
         }
 
@@ -55,6 +65,8 @@ class Manifest:
     ticket_updates: list[dict[str, Any]]
     late_parent_orders: list[str]
     late_files: list[str]
+    # Members loaded with a repaired value, by dimension: facts reference them like any other.
+    repaired_members: dict[str, list[int]]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=1) + "\n"

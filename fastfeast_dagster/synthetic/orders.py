@@ -102,8 +102,9 @@ def order_frame(rng: np.random.Generator, rows: Rows) -> Frame:
 
 def orders_hour(
     rng: np.random.Generator, pools: Pools, rows: Rows, late_parents: int, report: FileReport
-) -> tuple[Frame, np.ndarray, np.ndarray]:
-    """This hour's new orders with defects: the frame, a clean mask, rows rejected in-file."""
+) -> tuple[Frame, np.ndarray, np.ndarray, np.ndarray]:
+    """This hour's new orders with defects: the frame, a mask of rows without any defect, a
+    mask of rows that load with a repaired value, and the rows rejected in-file."""
     count = row_count(rows)
     status = rows["status"]
     report.note("in_flight", int(np.sum(status < DELIVERED)))
@@ -129,6 +130,7 @@ def orders_hour(
         "delivered_before_created",
         spread(rng, count, 0.005),
         "records/delivered_after_created/delivered_at",
+        repair=True,
     )
     rows["delivered_us"][early] = rows["created_us"][early] - rng.integers(
         5 * US_PER_MINUTE, 60 * US_PER_MINUTE, len(early)
@@ -140,7 +142,8 @@ def orders_hour(
     clean[late] = False
 
     frame = order_frame(rng, rows)
-    rejected = [negative, mismatch, early]
+    rejected = [negative, mismatch]
+    repaired = [early]
     for kind, share, rule, column, values in (
         ("null_required", 0.005, "schema/not_null/payment_method", "payment_method",
          (None, "", "None", "N/A")),
@@ -148,9 +151,9 @@ def orders_hour(
         ("invalid_status", 0.005, "schema/allowed_values/order_status", "order_status",
          ("Shipped",)),
     ):  # fmt: skip
-        bad = plan.take(kind, spread(rng, count, share), rule)
+        bad = plan.take(kind, spread(rng, count, share), rule, repair=True)
         frame.put(column, bad, cycle(values, len(bad)))
-        rejected.append(bad)
+        repaired.append(bad)
     nulls = plan.take("valid_nulls", spread(rng, count, 0.02))
     for offset, column in enumerate(
         ("order_amount", "delivery_fee", "discount_amount", "total_amount", "order_status")
@@ -161,7 +164,10 @@ def orders_hour(
     frame.put("discount_amount", nan, [NAN_LITERAL] * len(nan))
     rejected_rows = np.sort(np.concatenate(rejected))
     clean[rejected_rows] = False
-    return frame, clean, rejected_rows
+    with_repair = np.zeros(count, dtype=bool)
+    with_repair[np.concatenate(repaired)] = True
+    clean[with_repair] = False
+    return frame, clean, with_repair, rejected_rows
 
 
 def with_duplicates(

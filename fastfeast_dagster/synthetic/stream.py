@@ -122,7 +122,7 @@ def generate_hour(
     start_us = day_start_us(day) + hour * 3600 * US_PER_SECOND
     orders_report, tickets_report, events_report = FileReport(), FileReport(), FileReport()
     rows = draw_orders(rng, pools, start_us, order_count(hour, scale))
-    orders, clean, rejected = orders_hour(rng, pools, rows, late_parents, orders_report)
+    orders, clean, repaired, rejected = orders_hour(rng, pools, rows, late_parents, orders_report)
     late = np.flatnonzero(np.isin(rows["customer_id"], pools.tomorrow_ids))
     state.late_parent_orders += rows["order_id"].take(pa.array(late, type=pa.int64())).to_pylist()
 
@@ -146,13 +146,15 @@ def generate_hour(
         orders = orders.extend(order_frame(rng, updates))
         orders_report.note("order_update", row_count(updates))
     orders_report.rows = len(orders)
-    loaded = {"fact_order": int(clean.sum()), "fact_ticket": 0, "fact_ticket_event": 0}
+    loads = clean | repaired
+    loaded = {"fact_order": int(loads.sum()), "fact_ticket": 0, "fact_ticket_event": 0}
 
     if hour == EMPTY_HOUR:
         reports = {"orders": orders_report, "tickets": tickets_report, "events": events_report}
         return HourFiles(orders, _empty(TICKET_COLUMNS), _empty(EVENT_COLUMNS), reports, loaded)
 
-    parents = np.flatnonzero(clean & (rows["status"] >= DELIVERED))
+    # Orders that load with a repaired value have tickets like any other.
+    parents = np.flatnonzero(loads & (rows["status"] >= DELIVERED))
     chosen = np.sort(rng.choice(parents, spread(rng, len(parents), 0.12), replace=False))
     derived = np.sort(
         rng.choice(rejected, min(len(rejected), spread(rng, len(chosen), 0.03)), replace=False)
@@ -161,7 +163,7 @@ def generate_hour(
     ticket_frame = render_tickets(rng, tickets)
     own = np.arange(len(chosen))
     tickets_report.note("open_ticket", int(np.sum(tickets["status"][own] <= IN_PROGRESS)))
-    bad = ticket_defects(rng, ticket_frame, tickets, own, tickets_report)
+    bad, repaired_tickets = ticket_defects(rng, ticket_frame, tickets, own, tickets_report)
     tickets_report.note("derived_orphan", len(derived), "orphan/foreign_key/order_id")
     good = np.setdiff1d(own, bad)
     refused = np.concatenate([bad, np.arange(len(chosen), len(chosen) + len(derived))])
@@ -179,7 +181,9 @@ def generate_hour(
             for tid in moving["ticket_id"].to_pylist()
         ]
 
-    copied = rng.choice(good, _copies(rng, len(good)), replace=False)
+    # Copies of rows without defects: a copy's only reason to be refused is being a copy.
+    flawless = np.setdiff1d(good, repaired_tickets)
+    copied = rng.choice(flawless, _copies(rng, len(flawless)), replace=False)
     ticket_frame = with_duplicates(rng, ticket_frame, np.sort(copied), "ticket_id", tickets_report)
     orphan_owners = np.sort(
         rng.choice(refused, min(len(refused), max(1, len(refused) // 2)), replace=False)

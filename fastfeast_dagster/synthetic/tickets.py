@@ -124,31 +124,28 @@ def render_tickets(rng: np.random.Generator, rows: Rows) -> Frame:
 
 def ticket_defects(
     rng: np.random.Generator, frame: Frame, rows: Rows, candidates: np.ndarray, report: FileReport
-) -> np.ndarray:
-    """Defects on resolved tickets among `candidates`; returns the rows they reject."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Defects on resolved tickets among `candidates`: the rows they reject, and the rows that
+    load with a repaired value."""
     count = len(candidates)
     plan = Planner(rng, candidates[rows["status"][candidates] >= RESOLVED], report)
-    rejected = []
-    for kind, share, rule, column, values in (
-        ("null_required", 0.015, "schema/not_null/created_at", "created_at",
-         ("", "N/A", "null", "None")),
-        ("invalid_timestamp", 0.015, "schema/type/resolved_at", "resolved_at", ("invalid",)),
-    ):  # fmt: skip
-        bad = plan.take(kind, spread(rng, count, share), rule)
-        frame.put(column, bad, cycle(values, len(bad)))
-        rejected.append(bad)
+    missing = plan.take("null_required", spread(rng, count, 0.015), "schema/not_null/created_at")
+    frame.put("created_at", missing, cycle(("", "N/A", "null", "None"), len(missing)))
+    repaired = plan.take(
+        "invalid_timestamp", spread(rng, count, 0.015), "schema/type/resolved_at", repair=True
+    )
+    frame.put("resolved_at", repaired, cycle(("invalid",), len(repaired)))
     negative = plan.take(
         "negative_amount", spread(rng, count, 0.015), "records/range/refund_amount"
     )
     frame.put("refund_amount", negative, decimals(-rng.uniform(10, 100, len(negative))).to_pylist())
-    rejected.append(negative)
     nulls = plan.take("valid_nulls", spread(rng, count, 0.03))
     for offset, column in enumerate(
         ("refund_amount", "status", "sla_first_due_at", "sla_resolve_due_at")
     ):
         chosen = nulls[offset::4]
         frame.put(column, chosen, cycle(NULL_TOKENS, len(chosen)))
-    return np.sort(np.concatenate(rejected))
+    return np.sort(np.concatenate([missing, negative])), repaired
 
 
 def hour_events(

@@ -28,6 +28,7 @@ from fastfeast_dagster.contract import (
     NotBeforeRule,
     SourceSpec,
     SumEqualsRule,
+    ValuePolicy,
 )
 
 REJECT_COLUMNS = [ROW_COLUMN, "stage", "rule", "column", "reason"]
@@ -41,10 +42,12 @@ _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 
 @dataclass
 class ValidationResult:
-    """Typed rows that passed every stage, and one reject line per (row, failed rule)."""
+    """Typed rows that load (repaired where a descriptive value was bad), one reject line per
+    (rejected row, failed rule), and one repair line per (loaded row, repaired column)."""
 
     clean: pd.DataFrame
     rejects: pd.DataFrame
+    repairs: pd.DataFrame
     duplicates: int = 0
     rejected_rows: int = field(init=False)
 
@@ -54,17 +57,19 @@ class ValidationResult:
 
 @dataclass
 class _Failures:
-    """Collects (mask, stage, rule, column, reason) findings before building the rejects frame."""
+    """Collects (mask, stage, rule, column, reason) findings, and which rows they reject."""
 
     row_numbers: pd.Series
+    policies: dict[str, ValuePolicy]
+    rejected: np.ndarray  # per row: a failure on a column whose policy rejects
     parts: list[pd.DataFrame] = field(default_factory=list)
-    any_failed: np.ndarray | None = None
 
-    def add(self, mask: pd.Series, stage: str, rule: str, column: str | None, reason: str) -> None:
+    def add(self, mask: pd.Series, stage: str, rule: str, column: str, reason: str) -> None:
         flags = mask.astype("boolean").to_numpy(dtype=bool, na_value=False)
         if not flags.any():
             return
-        self.any_failed = flags if self.any_failed is None else self.any_failed | flags
+        if self.policies[column].reject:
+            self.rejected |= flags
         rows = self.row_numbers.to_numpy()[flags]
         self.parts.append(
             pd.DataFrame(
@@ -77,9 +82,6 @@ class _Failures:
                 }
             )
         )
-
-    def failed(self, length: int) -> np.ndarray:
-        return self.any_failed if self.any_failed is not None else np.zeros(length, dtype=bool)
 
     def frame(self) -> pd.DataFrame:
         if not self.parts:
@@ -109,8 +111,13 @@ def check_columns(frame: pd.DataFrame, spec: SourceSpec) -> FileRejection | None
 
 
 def validate(frame: pd.DataFrame, spec: SourceSpec, contract: Contract) -> ValidationResult:
-    """Schema and records stages over an all-text frame whose columns passed `check_columns`."""
-    failures = _Failures(frame[ROW_COLUMN])
+    """Schema and records stages over an all-text frame whose columns passed `check_columns`.
+
+    A failure rejects its row when its column's policy says so (keys, foreign keys, essential
+    columns); a row that only has failures of other columns loads, with those values repaired.
+    """
+    policies = contract.value_policies(contract.table_sources[spec.table])
+    failures = _Failures(frame[ROW_COLUMN], policies, np.zeros(len(frame), dtype=bool))
     null_tokens = {token.strip().lower() for token in contract.null_tokens}
     typed: dict[str, pd.Series] = {ROW_COLUMN: frame[ROW_COLUMN]}
 
@@ -123,10 +130,10 @@ def validate(frame: pd.DataFrame, spec: SourceSpec, contract: Contract) -> Valid
     _calendar_stage(typed, spec, contract, failures)
 
     typed_frame = pd.DataFrame(typed)
-    # Duplicates among the rows that pass everything else: a rejected row does not occupy its key.
-    passing = ~failures.failed(len(frame))
+    # Duplicates among the rows that load: a rejected row does not occupy its key.
+    loading = ~failures.rejected
     duplicate = np.zeros(len(frame), dtype=bool)
-    duplicate[passing] = typed_frame.loc[passing, spec.primary_key].duplicated().to_numpy()
+    duplicate[loading] = typed_frame.loc[loading, spec.primary_key].duplicated().to_numpy()
     failures.add(
         pd.Series(duplicate, index=frame.index),
         "records",
@@ -134,8 +141,31 @@ def validate(frame: pd.DataFrame, spec: SourceSpec, contract: Contract) -> Valid
         spec.primary_key,
         "primary key repeats an earlier row",
     )
-    clean = typed_frame.loc[~failures.failed(len(frame))].reset_index(drop=True)
-    return ValidationResult(clean, failures.frame(), int(duplicate.sum()))
+    lines = failures.frame()
+    rejected = lines[ROW_COLUMN].isin(frame[ROW_COLUMN].to_numpy()[failures.rejected])
+    repairs = _repair(typed_frame, lines[~rejected], spec, policies)
+    clean = typed_frame.loc[~failures.rejected].reset_index(drop=True)
+    return ValidationResult(clean, lines[rejected], repairs, int(duplicate.sum()))
+
+
+def _repair(
+    typed: pd.DataFrame, lines: pd.DataFrame, spec: SourceSpec, policies: dict[str, ValuePolicy]
+) -> pd.DataFrame:
+    """Give each bad value of a loading row its repaired value; one line per (row, column)."""
+    # A derived column's failure (a date outside the calendar) repairs the column it comes from.
+    columns = lines["column"].map(
+        lambda name: spec.derived[name].source if name in spec.derived else name
+    )
+    repairs = lines.assign(column=columns).drop_duplicates([ROW_COLUMN, "column"])
+    repairs["repaired_to"] = repairs["column"].map(lambda name: policies[name].placeholder)
+    positions = pd.Index(typed[ROW_COLUMN]).get_indexer(repairs[ROW_COLUMN])
+    for column, chosen in repairs.groupby("column", sort=False).groups.items():
+        placeholder = policies[str(column)].placeholder
+        rows = positions[repairs.index.get_indexer(chosen)]
+        values = typed[column].copy()
+        values.iloc[rows] = pd.NA if placeholder is None else placeholder
+        typed[column] = values
+    return repairs.reset_index(drop=True)[[*REJECT_COLUMNS, "repaired_to"]]
 
 
 def _schema_stage(

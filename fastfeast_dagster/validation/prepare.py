@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -13,6 +14,7 @@ from fastfeast_dagster.batch import (
     FILE_COLUMN,
     PARTITION_COLUMN,
     QUARANTINE_ROW_COLUMNS,
+    REPAIR_ROW_COLUMNS,
     ROW_COLUMN,
     FileOutcome,
     LoadBatch,
@@ -24,6 +26,7 @@ from fastfeast_dagster.stopwatch import Stopwatch
 from fastfeast_dagster.validation.derive import add_derived_columns
 from fastfeast_dagster.validation.engine import check_columns, validate
 from fastfeast_dagster.validation.quarantine import quarantine_rows
+from fastfeast_dagster.validation.repairs import repair_rows
 
 
 def prepare_batch(
@@ -37,6 +40,7 @@ def prepare_batch(
     outcomes: list[FileOutcome] = []
     cleans: list[pd.DataFrame] = []
     quarantines: list[pd.DataFrame] = []
+    repairs: list[pd.DataFrame] = []
     watch = Stopwatch()
     for item in files:
         with watch.stage("read"):
@@ -58,7 +62,7 @@ def prepare_batch(
         )
         outcomes.append(outcome)
         if rejection is not None:
-            raw = frame.assign(**masked)
+            raw = _raw(frame, np.ones(len(frame), dtype=bool), masked, contract, key)
             quarantines.append(quarantine_rows(spec.table, outcome, pd.DataFrame(), raw))
             continue
         if frame.empty:
@@ -67,41 +71,70 @@ def prepare_batch(
             validated = validate(frame, spec, contract)
             clean = add_derived_columns(validated.clean, spec)
         with watch.stage("mask"):
-            # Clean rows take the tokens already computed for the raw text (same canonical value).
-            positions = clean[ROW_COLUMN].to_numpy() - 1
-            for column, tokens in masked.items():
-                if column not in clean.columns:
-                    continue
-                # Taken in Arrow: a round trip through Python strings cost ~0.5 s a column.
-                token = pc.take(pa.array(tokens.array), positions)
-                token = pc.if_else(pa.array(clean[column].notna().to_numpy()), token, None)
-                clean[column] = pd.Series(pd.arrays.ArrowStringArray(token), index=clean.index)
+            _take_tokens(clean, masked, validated.repairs)
         cleans.append(_tag(clean, name, item.partition_key))
-        if not validated.rejects.empty:
-            with watch.stage("quarantine"):
-                rejected = frame[frame[ROW_COLUMN].isin(validated.rejects[ROW_COLUMN])]
-                raw = rejected.assign(**{c: v.loc[rejected.index] for c, v in masked.items()})
+        with watch.stage("quarantine"):
+            rows = frame[ROW_COLUMN]
+            if not validated.rejects.empty:
+                raw = _raw(frame, rows.isin(validated.rejects[ROW_COLUMN]), masked, contract, key)
                 quarantines.append(quarantine_rows(spec.table, outcome, validated.rejects, raw))
-    quarantine = [frame for frame in quarantines if not frame.empty]
+            if not validated.repairs.empty:
+                raw = _raw(frame, rows.isin(validated.repairs[ROW_COLUMN]), masked, contract, key)
+                repairs.append(repair_rows(spec.table, outcome, validated.repairs, raw))
     return LoadBatch(
         source=source,
         partition_keys=sorted({item.partition_key for item in files}),
         files=outcomes,
-        clean=pd.concat(cleans, ignore_index=True) if cleans else _empty_clean(spec),
-        quarantine=(
-            pd.concat(quarantine, ignore_index=True)
-            if quarantine
-            else pd.DataFrame(columns=QUARANTINE_ROW_COLUMNS)
-        ),
+        clean=pd.concat(cleans, ignore_index=True) if cleans else _empty_clean(contract, source),
+        quarantine=_concat(quarantines, QUARANTINE_ROW_COLUMNS),
+        repairs=_concat(repairs, REPAIR_ROW_COLUMNS),
         stage_seconds=watch.seconds,
     )
 
 
-def _empty_clean(spec: SourceSpec) -> pd.DataFrame:
+def _take_tokens(clean: pd.DataFrame, masked: dict[str, pd.Series], repairs: pd.DataFrame) -> None:
+    """Clean rows take the tokens already computed for the raw text (same canonical value); a
+    repaired value keeps what the repair made of it."""
+    positions = clean[ROW_COLUMN].to_numpy() - 1
+    for column, tokens in masked.items():
+        if column not in clean.columns:
+            continue
+        repaired = repairs.loc[repairs["column"] == column, ROW_COLUMN]
+        keep = clean[column].notna() & ~clean[ROW_COLUMN].isin(repaired)
+        # Taken in Arrow: a round trip through Python strings cost ~0.5 s a column.
+        token = pc.take(pa.array(tokens.array), positions)
+        current = pa.array(clean[column].array).cast(token.type)
+        token = pc.if_else(pa.array(keep.to_numpy()), token, current)
+        clean[column] = pd.Series(pd.arrays.ArrowStringArray(token), index=clean.index)
+
+
+def _raw(
+    frame: pd.DataFrame,
+    rows: pd.Series | np.ndarray,
+    masked: dict[str, pd.Series],
+    contract: Contract,
+    key: bytes,
+) -> pd.DataFrame:
+    """The source text of `rows` as audit rows keep it: PII masked, and any value that looks like
+    PII masked too, whatever column it arrived in."""
+    picked = frame[rows]
+    others = {
+        column: pii.mask_lookalikes(picked[column], contract, key)
+        for column in picked.columns
+        if column not in masked and column != ROW_COLUMN
+    }
+    return picked.assign(**others, **{column: v[rows] for column, v in masked.items()})
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    present = [frame for frame in frames if not frame.empty]
+    return pd.concat(present, ignore_index=True) if present else pd.DataFrame(columns=columns)
+
+
+def _empty_clean(contract: Contract, source: str) -> pd.DataFrame:
     """No file yielded rows: an empty frame that still has the table's columns and types."""
-    frame = pd.DataFrame(
-        {column.name: pd.Series(dtype=column.type.dtype) for column in spec.table_columns}
-    )
+    columns = contract.table_columns(source)
+    frame = pd.DataFrame({column.name: pd.Series(dtype=column.type.dtype) for column in columns})
     frame.insert(0, ROW_COLUMN, pd.Series(dtype="int64"))
     return _tag(frame, "", "")
 

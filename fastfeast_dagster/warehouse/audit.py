@@ -1,9 +1,9 @@
-"""The audit trail of a load: its quarantine rows and one file-log row per source file.
+"""The audit trail of a load: its quarantine rows, its repairs, one file-log row per file.
 
-Both tables keep history: rows of earlier runs of the same partitions are marked superseded,
-never deleted, and a replay that finds exactly what is already there adds nothing (one shared
-supersede-and-insert). The file log's counts are those of the quarantine rows this load writes,
-so the two always agree.
+All three keep history: rows of earlier runs of the same partitions are marked superseded, never
+deleted, and a replay that finds exactly what is already there adds nothing (one shared
+supersede-and-insert). The file log's counts are those of the quarantine and repair rows this
+load writes, so they always agree.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from psycopg import sql
 
 from fastfeast_dagster.batch import (
     QUARANTINE_ROW_COLUMNS,
+    REPAIR_ROW_COLUMNS,
     FileCounts,
     LoadBatch,
     LoadReport,
 )
-from fastfeast_dagster.warehouse.scope import QUARANTINE_STAGE, STAGE, LoadScope
+from fastfeast_dagster.warehouse.scope import QUARANTINE_STAGE, REPAIR_STAGE, STAGE, LoadScope
 
 _FILE_LOG = "pipeline_file_log"
 _FILE_LOG_STAGE = sql.Identifier("_file_log_new")
@@ -41,27 +42,27 @@ _FILE_LOG_COLUMNS = [
     "quarantined",
     "duplicate_count",
     "orphan_count",
+    "repaired",
     "asset_key",
     "partition_key",
     "run_id",
 ]
 
 
-def stage_quarantine(cur: psycopg.Cursor, scope: LoadScope, rows: pd.DataFrame) -> None:
-    """The verdict's quarantine rows into the load's quarantine stage (orphans join them later)."""
-    _create_stage(cur, scope, "quarantine", QUARANTINE_STAGE)
-    for name, value in (("asset_key", scope.asset_key), ("run_id", scope.run_id)):
-        cur.execute(
-            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-                QUARANTINE_STAGE, sql.Identifier(name), sql.Literal(value)
+def stage_verdict(cur: psycopg.Cursor, scope: LoadScope, batch: LoadBatch) -> None:
+    """The verdict's quarantine and repair rows into the load's stages (orphans join later)."""
+    for table, stage, columns, rows in (
+        ("quarantine", QUARANTINE_STAGE, QUARANTINE_ROW_COLUMNS, batch.quarantine),
+        ("value_repair", REPAIR_STAGE, REPAIR_ROW_COLUMNS, batch.repairs),
+    ):
+        _create_stage(cur, scope, table, stage)
+        for name, value in (("asset_key", scope.asset_key), ("run_id", scope.run_id)):
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                    stage, sql.Identifier(name), sql.Literal(value)
+                )
             )
-        )
-    _copy_rows(
-        cur,
-        QUARANTINE_STAGE,
-        QUARANTINE_ROW_COLUMNS,
-        rows[QUARANTINE_ROW_COLUMNS].itertuples(index=False, name=None),
-    )
+        _copy_rows(cur, stage, columns, rows[columns].itertuples(index=False, name=None))
 
 
 def write_quarantine(cur: psycopg.Cursor, scope: LoadScope) -> None:
@@ -94,6 +95,35 @@ def write_quarantine(cur: psycopg.Cursor, scope: LoadScope) -> None:
     )
 
 
+def write_repairs(cur: psycopg.Cursor, scope: LoadScope) -> None:
+    """The repairs of rows that loaded; a row that turned out an orphan did not load."""
+    cur.execute(
+        sql.SQL(
+            "DELETE FROM {repairs} r USING {quarantine} q WHERE q.rejection_stage = 'orphan'"
+            " AND q.source_path = r.source_path AND q.source_row = r.source_row"
+        ).format(repairs=REPAIR_STAGE, quarantine=QUARANTINE_STAGE)
+    )
+    _supersede_and_insert(
+        cur,
+        scope,
+        target=scope.relation("value_repair"),
+        stage=REPAIR_STAGE,
+        columns=[*REPAIR_ROW_COLUMNS, "asset_key", "run_id"],
+        same=[
+            "source_path",
+            "source_row",
+            "repair_column",
+            "repair_rule",
+            "raw_value",
+            "repaired_to",
+        ],
+        current=sql.SQL("{row}.superseded_at IS NULL"),
+        superseded=sql.SQL("superseded_at = now(), superseded_by_run = {}").format(
+            sql.Literal(scope.run_id)
+        ),
+    )
+
+
 def report(
     cur: psycopg.Cursor,
     scope: LoadScope,
@@ -103,7 +133,7 @@ def report(
     updated: int,
     removed: int,
 ) -> LoadReport:
-    """The load's counts, per file and in all, from the quarantine rows it writes."""
+    """The load's counts, per file and in all, from the quarantine and repair rows it writes."""
     cur.execute(
         sql.SQL(
             "SELECT source_path, count(source_row),"
@@ -116,6 +146,16 @@ def report(
         sql.SQL("SELECT rejection_stage, count(*) FROM {} GROUP BY 1").format(QUARANTINE_STAGE)
     )
     by_stage = {str(stage): int(count) for stage, count in cur.fetchall()}
+    cur.execute(
+        sql.SQL("SELECT source_path, count(DISTINCT source_row) FROM {} GROUP BY 1").format(
+            REPAIR_STAGE
+        )
+    )
+    repaired = {path: int(count) for path, count in cur.fetchall()}
+    cur.execute(
+        sql.SQL("SELECT repair_column, count(*) FROM {} GROUP BY 1 ORDER BY 1").format(REPAIR_STAGE)
+    )
+    by_column = {str(column): int(count) for column, count in cur.fetchall()}
     files: dict[str, FileCounts] = {}
     for outcome in batch.files:
         path = outcome.file.relative_path
@@ -124,6 +164,7 @@ def report(
             total=outcome.rows_read,
             loaded=outcome.rows_read - quarantined,
             quarantined=quarantined,
+            repaired=repaired.get(path, 0),
             duplicates=duplicates,
             orphans=orphans,
             status="failed" if outcome.rejection else "success",
@@ -135,12 +176,14 @@ def report(
         rows_read=batch.rows_read,
         rows_loaded=sum(counts.loaded for counts in files.values()),
         rows_quarantined=sum(counts.quarantined for counts in files.values()),
+        rows_repaired=sum(counts.repaired for counts in files.values()),
         inserted=inserted,
         updated=updated,
         removed=removed,
         duplicates=sum(counts.duplicates for counts in files.values()),
         orphans=sum(counts.orphans for counts in files.values()),
         rejects_by_stage=by_stage,
+        repairs_by_column=by_column,
         files=files,
     )
 
@@ -169,6 +212,7 @@ def write_file_log(
                 counts.quarantined,
                 counts.duplicates,
                 counts.orphans,
+                counts.repaired,
                 scope.asset_key,
                 outcome.partition_key,
                 scope.run_id,
@@ -191,6 +235,7 @@ def write_file_log(
             "quarantined",
             "orphan_count",
             "duplicate_count",
+            "repaired",
         ],
         current=sql.SQL("{row}.superseded_at IS NULL"),
         superseded=sql.SQL("superseded_at = now()"),

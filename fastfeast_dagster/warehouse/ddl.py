@@ -17,9 +17,14 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from fastfeast_dagster.batch import LINEAGE_COLUMNS, PARTITION_COLUMN
+from fastfeast_dagster.batch import LINEAGE_COLUMNS
 from fastfeast_dagster.contract import Contract, Reference, SourceSpec, TableColumn
-from fastfeast_dagster.warehouse.fixed_tables import FILL_DIM_DATE, FILL_DIM_TIME, FIXED_TABLES
+from fastfeast_dagster.warehouse.fixed_tables import (
+    FILL_DIM_DATE,
+    FILL_DIM_TIME,
+    FIXED_COLUMNS,
+    FIXED_TABLES,
+)
 from fastfeast_dagster.warehouse.sla import sla_statements
 
 # Held while the schema is applied, so concurrent run workers do not race each other's DDL.
@@ -35,15 +40,6 @@ def _definition(column: TableColumn) -> sql.Composable:
     )
 
 
-def _index_columns(contract: Contract, source: str) -> list[str]:
-    spec = contract.sources[source]
-    columns = [ref.column for ref in contract.relations.parents_of(source)]
-    if spec.kind == "fact":
-        # Facts replace whole partitions; dimensions are only ever upserted by key.
-        columns.append(PARTITION_COLUMN)
-    return columns
-
-
 def _index_name(spec: SourceSpec, column: str) -> str:
     return f"idx_{spec.table}_{column.lstrip('_')}"
 
@@ -55,7 +51,7 @@ def _source_table_statements(
     spec = contract.sources[source]
     schema = contract.warehouse.schema_name
     table = sql.Identifier(schema, spec.table)
-    columns = spec.table_columns
+    columns = contract.table_columns(source)
     statements: list[sql.Composable] = []
     if spec.table not in catalog.relations:
         definitions = [_definition(column) for column in [*columns, *LINEAGE_COLUMNS]]
@@ -73,12 +69,31 @@ def _source_table_statements(
             for column in columns
             if (spec.table, column.name) not in catalog.columns
         ]
+        # A required column whose bad values now repair to NULL (the contract's policy changed)
+        # may hold NULL from now on; tightening the other way is never done automatically.
+        statements += [
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(
+                table, sql.Identifier(column.name)
+            )
+            for column in columns
+            if column.nullable and (spec.table, column.name) in catalog.not_null
+        ]
+    declared = {_index_name(spec, index.column): index for index in spec.indexes}
     statements += [
-        sql.SQL("CREATE INDEX {} ON {} ({})").format(
-            sql.Identifier(_index_name(spec, column)), table, sql.Identifier(column)
+        sql.SQL("CREATE INDEX {} ON {} USING {} ({})").format(
+            sql.Identifier(name), table, sql.SQL(index.using), sql.Identifier(index.column)
         )
-        for column in _index_columns(contract, source)
-        if _index_name(spec, column) not in catalog.relations
+        for name, index in declared.items()
+        if name not in catalog.relations
+    ]
+    # An index the contract no longer declares costs every load and serves nobody: ours go
+    # (they hold no data); one named otherwise was made by hand and is left alone.
+    statements += [
+        sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name))
+        for table_name, name in sorted(catalog.indexes)
+        if table_name == spec.table
+        and name.startswith(f"idx_{spec.table}_")
+        and name not in declared
     ]
     return statements
 
@@ -90,6 +105,8 @@ class _Catalog:
     schema_exists: bool
     relations: frozenset[str]
     columns: frozenset[tuple[str, str]]
+    not_null: frozenset[tuple[str, str]]
+    indexes: frozenset[tuple[str, str]]  # (table, index) besides primary keys
     foreign_keys: frozenset[str]
     calendar_rows: tuple[int, int]
 
@@ -97,7 +114,9 @@ class _Catalog:
 def _read_catalog(cur: psycopg.Cursor, schema: str) -> _Catalog:
     cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
     if cur.fetchone() is None:
-        return _Catalog(False, frozenset(), frozenset(), frozenset(), (0, 0))
+        return _Catalog(
+            False, frozenset(), frozenset(), frozenset(), frozenset(), frozenset(), (0, 0)
+        )
     cur.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s",
@@ -105,10 +124,20 @@ def _read_catalog(cur: psycopg.Cursor, schema: str) -> _Catalog:
     )
     relations = frozenset(row[0] for row in cur.fetchall())
     cur.execute(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
+        "SELECT table_name, column_name, is_nullable = 'NO' FROM information_schema.columns"
+        " WHERE table_schema = %s",
         (schema,),
     )
-    columns = frozenset((row[0], row[1]) for row in cur.fetchall())
+    found = cur.fetchall()
+    columns = frozenset((row[0], row[1]) for row in found)
+    not_null = frozenset((row[0], row[1]) for row in found if row[2])
+    cur.execute(
+        "SELECT t.relname, i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
+        " WHERE n.nspname = %s AND NOT x.indisprimary",
+        (schema,),
+    )
+    indexes = frozenset((row[0], row[1]) for row in cur.fetchall())
     cur.execute(
         "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
         " WHERE n.nspname = %s AND c.contype = 'f'",
@@ -124,7 +153,7 @@ def _read_catalog(cur: psycopg.Cursor, schema: str) -> _Catalog:
         )
         row = cur.fetchone()
         calendar = (int(row[0]), int(row[1])) if row else (0, 0)
-    return _Catalog(True, relations, columns, keys, calendar)
+    return _Catalog(True, relations, columns, not_null, indexes, keys, calendar)
 
 
 def pending_statements(
@@ -141,6 +170,13 @@ def pending_statements(
         sql.SQL(script.format(schema=ident))  # type: ignore[arg-type]
         for table, script in FIXED_TABLES.items()
         if table not in catalog.relations
+    ]
+    statements += [
+        sql.SQL("ALTER TABLE {} ADD COLUMN {} " + definition).format(  # type: ignore[arg-type]
+            sql.Identifier(schema, table), sql.Identifier(column)
+        )
+        for (table, column), definition in FIXED_COLUMNS.items()
+        if table in catalog.relations and (table, column) not in catalog.columns
     ]
     for name in contract.load_order():
         statements += _source_table_statements(contract, name, catalog)

@@ -103,13 +103,17 @@ CREATE TABLE {schema}.pipeline_file_log (
     quarantined integer NOT NULL DEFAULT 0,
     duplicate_count integer NOT NULL DEFAULT 0,
     orphan_count integer NOT NULL DEFAULT 0,
+    repaired integer NOT NULL DEFAULT 0,
     asset_key text NOT NULL,
     partition_key text NOT NULL,
     run_id text NOT NULL,
     processed_at timestamptz NOT NULL DEFAULT now(),
     superseded_at timestamptz,
-    CONSTRAINT file_log_counts_reconcile CHECK (total_records = valid_records + quarantined)
+    CONSTRAINT file_log_counts_reconcile CHECK (total_records = valid_records + quarantined),
+    CONSTRAINT file_log_repaired_rows_loaded CHECK (repaired <= valid_records)
 );
+COMMENT ON COLUMN {schema}.pipeline_file_log.repaired IS
+    'loaded rows with at least one value repaired (value_repair holds each repair)';
 COMMENT ON COLUMN {schema}.pipeline_file_log.file_hash IS 'MD5 of the bytes that were loaded';
 CREATE INDEX IF NOT EXISTS idx_pipeline_file_log_file_name
     ON {schema}.pipeline_file_log (file_name);
@@ -118,6 +122,36 @@ CREATE INDEX IF NOT EXISTS idx_pipeline_file_log_processed_at
     ON {schema}.pipeline_file_log (processed_at);
 CREATE INDEX IF NOT EXISTS idx_pipeline_file_log_partition
     ON {schema}.pipeline_file_log (asset_key, partition_key) WHERE superseded_at IS NULL;
+
+CREATE TABLE {schema}.value_repair (
+    repair_id bigserial PRIMARY KEY,
+    source_file text NOT NULL,
+    source_path text NOT NULL,
+    source_table text NOT NULL,
+    source_row integer NOT NULL,
+    repair_stage text NOT NULL CHECK (repair_stage IN ('schema', 'records')),
+    repair_rule text NOT NULL,
+    repair_column text NOT NULL,
+    repair_reason text NOT NULL,
+    raw_value text,
+    repaired_to text,
+    asset_key text NOT NULL,
+    partition_key text NOT NULL,
+    run_id text NOT NULL,
+    repaired_at timestamptz NOT NULL DEFAULT now(),
+    superseded_at timestamptz,
+    superseded_by_run text
+);
+COMMENT ON TABLE {schema}.value_repair IS
+    'one row per bad value of a loaded row that was repaired instead of rejecting the row';
+COMMENT ON COLUMN {schema}.value_repair.raw_value IS
+    'the value as it arrived (PII and values that look like PII masked); NULL when none arrived';
+COMMENT ON COLUMN {schema}.value_repair.repaired_to IS
+    'what the warehouse holds instead: NULL, or the contract''s placeholder';
+CREATE INDEX IF NOT EXISTS idx_value_repair_partition
+    ON {schema}.value_repair (asset_key, partition_key) WHERE superseded_at IS NULL;
+CREATE INDEX IF NOT EXISTS idx_value_repair_row
+    ON {schema}.value_repair (source_table, source_path, source_row) WHERE superseded_at IS NULL;
 
 CREATE TABLE {schema}.alert_log (
     alert_key text PRIMARY KEY,
@@ -182,6 +216,15 @@ def _scripts_by_table(script: str) -> dict[str, str]:
     parts = script.split("CREATE TABLE {schema}.")[1:]
     return {part.split(" ", 1)[0]: "CREATE TABLE {schema}." + part for part in parts}
 
+
+# Columns added to a fixed table after warehouses with the table existed, with the rest of their
+# definition; an older warehouse gains them when the schema is applied.
+FIXED_COLUMNS = {
+    ("pipeline_file_log", "repaired"): (
+        "integer NOT NULL DEFAULT 0,"
+        " ADD CONSTRAINT file_log_repaired_rows_loaded CHECK (repaired <= valid_records)"
+    ),
+}
 
 FIXED_TABLES = (
     _scripts_by_table(_CALENDAR_DDL)

@@ -1,7 +1,7 @@
 """The load: one batch's verdict written in one transaction, clean rows and audit trail together.
 
 1. COPY the clean rows (Arrow-serialised CSV) into a temporary staging table, and the verdict's
-   quarantine rows into the load's quarantine stage.
+   quarantine and repair rows into the load's own stages.
 2. The key proof (`keys.py`): every foreign key is anti-joined against its parent table;
    orphans move from staging to the quarantine stage.
 3. Facts only: partition replace, rows of these partitions that the new files no longer carry
@@ -9,8 +9,8 @@
 4. Upsert by natural key. A row is updated only by a batch of the same or a newer partition and
    only when its content differs: replaying an old day or hour never regresses newer data, and
    replaying the same one changes nothing.
-5. The audit trail (`audit.py`): quarantine and file log, superseding earlier runs' rows of
-   these partitions (orphans that now loaded are marked resolved).
+5. The audit trail (`audit.py`): quarantine, repairs and file log, superseding earlier runs'
+   rows of these partitions (orphans that now loaded are marked resolved).
 Either all of it commits or none of it does.
 """
 
@@ -54,6 +54,10 @@ def load_batch(
     asset_key: str,
     run_id: str,
 ) -> LoadReport:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        # Inside the caller's transaction this one would be a savepoint: nothing would commit
+        # here, and the load's temporary tables would outlive it.
+        raise RuntimeError("load_batch needs a connection that is not inside a transaction")
     scope = LoadScope(contract, batch.source, asset_key, run_id, batch.partition_keys)
     watch = Stopwatch()
     with conn.transaction(), conn.cursor() as cur:
@@ -69,7 +73,7 @@ def load_batch(
         cur.execute("SET LOCAL work_mem = '256MB'")
         with watch.stage("copy to staging"):
             _copy_clean_rows(cur, scope, batch.clean)
-            audit.stage_quarantine(cur, scope, batch.quarantine)
+            audit.stage_verdict(cur, scope, batch)
         with watch.stage("orphan anti-join"):
             proof = keys.prove_keys(cur, scope)
         with watch.stage("partition replace"):
@@ -80,6 +84,7 @@ def load_batch(
                 inserted, updated = _upsert(cur, scope, len(batch.files) > 1, order)
         with watch.stage("quarantine"):
             audit.write_quarantine(cur, scope)
+            audit.write_repairs(cur, scope)
         with watch.stage("file log"):
             report = audit.report(
                 cur, scope, batch, inserted=inserted, updated=updated, removed=removed
@@ -90,11 +95,13 @@ def load_batch(
     report.stage_seconds = watch.seconds
     report.fk_triggers_skipped = proof.skip_triggers
     log.info(
-        "loaded %s %s: read %d, loaded %d, quarantined %d (orphans %d, duplicates %d)",
+        "loaded %s %s: read %d, loaded %d (repaired %d), quarantined %d (orphans %d,"
+        " duplicates %d)",
         report.table,
         ",".join(batch.partition_keys),
         report.rows_read,
         report.rows_loaded,
+        report.rows_repaired,
         report.rows_quarantined,
         report.orphans,
         report.duplicates,
@@ -111,7 +118,7 @@ def _copy_clean_rows(cur: psycopg.Cursor, scope: LoadScope, clean: pd.DataFrame)
     )
     if clean.empty:
         return
-    columns = [column.name for column in scope.spec.table_columns]
+    columns = [column.name for column in scope.table_columns]
     frame = clean[[*columns, FILE_COLUMN, ROW_COLUMN, PARTITION_COLUMN]]
     # Lineage that is the same on every row (the run; the file and partition of a one-file
     # batch) becomes the staging column's default instead of being sent and parsed per row.
@@ -171,7 +178,7 @@ def _upsert(
     """Newest-partition-wins upsert in `order`; returns (inserted, updated)."""
     spec = scope.spec
     pk = sql.Identifier(spec.primary_key)
-    columns = [column.name for column in spec.table_columns]
+    columns = [column.name for column in scope.table_columns]
     written = [*columns, *_LINEAGE]
     content = [name for name in columns if name != spec.primary_key]
     updates = [

@@ -12,42 +12,30 @@ import pyarrow.csv as pa_csv
 from psycopg import sql
 
 from fastfeast_dagster.batch import LINEAGE_COLUMNS
-from fastfeast_dagster.contract import Contract, SourceSpec
+from fastfeast_dagster.contract import Contract
 
 
 def read_rows(
-    conn: psycopg.Connection,
-    contract: Contract,
-    spec: SourceSpec,
-    *,
-    partition_keys: Sequence[str] | None = None,
-    primary_keys: Sequence[object] | None = None,
+    conn: psycopg.Connection, contract: Contract, source: str, partition_keys: Sequence[str]
 ) -> pd.DataFrame:
-    """Rows of `spec`'s table owned by these partitions, or with these primary keys.
+    """Rows of `source`'s table that these partitions own.
 
     Numeric columns come back as float (not Decimal objects) and the frame keeps its columns
     when it has no rows, so checks see the table's shape either way. The rows come as COPY's
     CSV parsed by Arrow: a million-row hour reads back in about a second, where building a
     Python object per value took ten.
     """
-    columns = [*spec.table_columns, *LINEAGE_COLUMNS]
-    query = sql.SQL("SELECT {} FROM {}").format(
+    columns = [*contract.table_columns(source), *LINEAGE_COLUMNS]
+    query = sql.SQL("SELECT {} FROM {} WHERE _partition_key = ANY(%s)").format(
         sql.SQL(", ").join(sql.Identifier(column.name) for column in columns),
-        sql.Identifier(contract.warehouse.schema_name, spec.table),
+        sql.Identifier(contract.warehouse.schema_name, contract.sources[source].table),
     )
-    params: tuple[object, ...] = ()
-    if partition_keys is not None:
-        query += sql.SQL(" WHERE _partition_key = ANY(%s)")
-        params = (list(partition_keys),)
-    elif primary_keys is not None:
-        query += sql.SQL(" WHERE {} = ANY(%s)").format(sql.Identifier(spec.primary_key))
-        params = (list(primary_keys),)
     buffer = io.BytesIO()
     with conn.transaction(), conn.cursor() as cur:
         # Dates and times in the ISO form Arrow parses, whatever the server's default.
         cur.execute("SET LOCAL datestyle = 'ISO'")
         copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query)
-        with cur.copy(copy, params or None) as rows:
+        with cur.copy(copy, (list(partition_keys),)) as rows:
             for block in rows:
                 buffer.write(block)
     schema = pa.schema([(column.name, column.type.arrow) for column in columns])

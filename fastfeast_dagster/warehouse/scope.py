@@ -7,12 +7,13 @@ from functools import cached_property
 
 from psycopg import sql
 
-from fastfeast_dagster.contract import Contract, Reference, SourceSpec
+from fastfeast_dagster.contract import Contract, Reference, SourceSpec, TableColumn
 
-# The load's temporary tables (ON COMMIT DROP): the clean rows, and the quarantine rows of this
-# load before they are compared with what quarantine already holds.
+# The load's temporary tables (ON COMMIT DROP): the clean rows, and the quarantine and repair
+# rows of this load before they are compared with what those tables already hold.
 STAGE = sql.Identifier("_stage")
 QUARANTINE_STAGE = sql.Identifier("_quarantine_new")
+REPAIR_STAGE = sql.Identifier("_repair_new")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,10 @@ class LoadScope:
     @cached_property
     def spec(self) -> SourceSpec:
         return self.contract.sources[self.source]
+
+    @cached_property
+    def table_columns(self) -> list[TableColumn]:
+        return self.contract.table_columns(self.source)
 
     @property
     def schema(self) -> str:

@@ -217,7 +217,7 @@ def sla_statements(contract: Contract, relations: frozenset[str]) -> list[sql.Co
     the tables they read."""
     if not set(contract.sources) >= _NEEDED:
         return []
-    types = {column.name: column.type.sql for column in contract.sources["tickets"].table_columns}
+    types = {column.name: column.type.sql for column in contract.table_columns("tickets")}
     names = {
         "schema": sql.Identifier(contract.warehouse.schema_name).as_string(),
         "schema_name": sql.Literal(contract.warehouse.schema_name).as_string(),

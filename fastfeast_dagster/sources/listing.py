@@ -1,0 +1,108 @@
+"""Finding the files of partitions on disk, by `stat` only: what a sensor tick may afford.
+
+A folder sensor lists day and hour folders and stats the files the contract names in them; it
+never reads contents (md5 belongs to the asset). Each file carries its change times and those
+of its folders, which tell a file written in place from a folder moved in whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastfeast_dagster.contract import Contract
+from fastfeast_dagster.sources.layout import (
+    hour_partition_key,
+    is_day,
+    is_hour,
+    master_partition_key,
+    partition_folder,
+)
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    source: str
+    path: Path
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    # (folder, mtime, ctime) from the file's folder up to, not including, the watched root.
+    folders: tuple[tuple[Path, int, int], ...] = ()
+
+
+def list_partition_files(contract: Contract, root: Path, kind: str) -> dict[str, list[FoundFile]]:
+    """Every known file under the folders of `kind` (`batch` or `stream`), by partition key."""
+    found: dict[str, list[FoundFile]] = {}
+    if kind == "batch":
+        names = _file_names(contract, "batch")
+        master = _file_names(contract, "master")
+        found[master_partition_key(contract)] = _stat_known(root / contract.paths.master, master)
+        batch_root = root / contract.paths.batch
+        for day in _subfolders(batch_root):
+            if is_day(day.name) and day.name > master_partition_key(contract):
+                found[day.name] = _stat_known(day, names, (day,))
+    else:
+        names = _file_names(contract, "stream")
+        first_day = contract.partitions.stream_start_date.isoformat()
+        for day in _subfolders(root / contract.paths.stream):
+            if not is_day(day.name) or day.name < first_day:
+                continue
+            for hour in _subfolders(day):
+                if is_hour(hour.name):
+                    key = hour_partition_key(day.name, hour.name)
+                    found[key] = _stat_known(hour, names, (hour, day))
+    return {key: files for key, files in found.items() if files}
+
+
+def dimension_files(contract: Contract, root: Path, day: str) -> list[FoundFile]:
+    """The dimension files present for `day`'s partition (the master's on the start date)."""
+    folder_kind = "master" if day == master_partition_key(contract) else "batch"
+    folder = partition_folder(contract, root, "batch", day)
+    return _stat_known(folder, _file_names(contract, folder_kind))
+
+
+def _file_names(contract: Contract, folder_kind: str) -> dict[str, str]:
+    return {
+        spec.files[folder_kind]: name  # type: ignore[index]
+        for name, spec in contract.sources.items()
+        if folder_kind in spec.files
+    }
+
+
+def _subfolders(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return []
+    return [entry for entry in path.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+
+
+def _times(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def _stat_known(
+    folder: Path, names: dict[str, str], folders: tuple[Path, ...] = ()
+) -> list[FoundFile]:
+    """Files with a contract name; temporary (`*.tmp`) and hidden files never match one."""
+    try:
+        chain = tuple((path, *_times(path)) for path in folders)
+    except FileNotFoundError:
+        return []  # the folder went away while listing
+    found = []
+    for file_name, source in names.items():
+        try:
+            stat = (folder / file_name).stat()
+        except FileNotFoundError:
+            continue
+        found.append(
+            FoundFile(
+                source,
+                folder / file_name,
+                stat.st_size,
+                stat.st_mtime_ns,
+                stat.st_ctime_ns,
+                chain,
+            )
+        )
+    return found
