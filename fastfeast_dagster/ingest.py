@@ -1,4 +1,5 @@
-"""One-shot ingestion: evaluate the sensors, execute their run requests, repeat until quiet.
+"""One-shot ingestion: evaluate the sensors, execute their run requests, repeat until quiet,
+then run each schedule's latest tick that has not run.
 
 This is the daemon's loop without the daemon, for cron, CI and catch-up. Requests are evaluated by
 the real sensors and executed through Dagster on the configured instance, tagged with the sensor's
@@ -10,14 +11,18 @@ Its runs name this process (`run_owners.py`), so that the next call reports a ru
 behind (killed, or its server gone) failed, and the retry sensor takes it up. A warehouse or a
 Dagster storage that cannot be reached ends the call: the run it hit says so in one line, and
 the next call carries on.
+
+The derived-tables sensor is one of its sensors, so the SLA rows and marts of every day loaded are
+done when it returns; schedules are tagged as the daemon's scheduler tags them, so a tick runs once.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -25,9 +30,13 @@ import dagster as dg
 # Dagster 1.13 has no public name for the run-key tag its sensor daemon sets (the sensor's own
 # tag comes from the public `DagsterRun.tags_for_sensor`); it must be the daemon's exact tag, or
 # the daemon and `ingest` would run the same files twice.
-from dagster._core.storage.tags import RUN_KEY_TAG
+from dagster._core.storage.tags import RUN_KEY_TAG, SCHEDULED_EXECUTION_TIME_TAG
+
+# Nor for the latest tick of a cron schedule, which the daemon's scheduler computes with this.
+from dagster._utils.schedules import get_latest_completed_cron_tick
 
 from fastfeast_dagster.run_owners import owner_tags
+from fastfeast_dagster.sensors.derived import DERIVED_SENSOR
 from fastfeast_dagster.sensors.folders import FOLDER_SENSOR_NAMES, Cursor
 from fastfeast_dagster.sensors.orphans import ORPHAN_RETRY_SENSOR
 from fastfeast_dagster.sensors.retries import RUN_RETRY_SENSOR
@@ -38,12 +47,14 @@ from fastfeast_dagster.warehouse.connection import (
 )
 
 # Evaluated in this order each round: what earlier runs left unfinished, a day's dimensions
-# before its hours' facts, then the retry of orphans whose parents those runs brought.
+# before its hours' facts, the retry of orphans whose parents those runs brought, then the tables
+# derived from what loaded.
 SENSOR_ORDER = (
     RUN_RETRY_SENSOR,
     FOLDER_SENSOR_NAMES["batch"],
     FOLDER_SENSOR_NAMES["stream"],
     ORPHAN_RETRY_SENSOR,
+    DERIVED_SENSOR,
 )
 CURSOR_KEY_PREFIX = "fastfeast/ingest/cursor/"
 
@@ -140,6 +151,7 @@ def _ingest(
         if pending and time.monotonic() < deadline:
             time.sleep(1.0)
             continue
+        _run_due_schedules(defs, instance, summary, on_run, log_level)
         return
 
 
@@ -164,17 +176,30 @@ def _execute(
     request: dg.RunRequest,
     log_level: str,
 ) -> RunOutcome:
+    return _run_request(
+        defs, instance, sensor.name, request, dg.DagsterRun.tags_for_sensor(sensor), log_level
+    )
+
+
+def _run_request(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    instigator: str,
+    request: dg.RunRequest,
+    instigator_tags: Mapping[str, str],
+    log_level: str,
+) -> RunOutcome:
     selection = list(request.asset_selection or [])
     job = defs.resolve_implicit_job_def_def_for_assets(selection)
     assert job is not None, f"no job for {selection}"
     # Partition tags are re-derived from partition_key; keep the request's own tags.
     tags = {key: value for key, value in request.tags.items() if not key.startswith("dagster/")}
-    tags.update(dg.DagsterRun.tags_for_sensor(sensor))
+    tags.update(instigator_tags)
     tags.update(owner_tags())
     if request.run_key:
         tags[RUN_KEY_TAG] = request.run_key
     outcome = RunOutcome(
-        sensor=sensor.name,
+        sensor=instigator,
         run_key=request.run_key or "",
         partition_key=request.partition_key,
         assets=[key.to_user_string() for key in selection],
@@ -185,7 +210,10 @@ def _execute(
     try:
         result = job.execute_in_process(
             # The console only; the run's full event log is stored on the instance either way.
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            run_config={
+                **request.run_config,
+                "loggers": {"console": {"config": {"log_level": log_level}}},
+            },
             instance=instance,
             partition_key=request.partition_key,
             asset_selection=selection,
@@ -220,3 +248,44 @@ def _failure(result: dg.ExecuteInProcessResult) -> tuple[str, bool]:
             text = error.message.strip().splitlines()[0] if error.message else ""
             return f"{error.cls_name}: {text.split(': ', 1)[-1]}", False
     return "the run failed", False
+
+
+def _run_due_schedules(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    summary: IngestSummary,
+    on_run: Callable[[RunOutcome], None] | None,
+    log_level: str,
+) -> None:
+    """Each schedule's latest tick, unless a run of it exists (the daemon's or an earlier call's),
+    evaluated and tagged as the daemon's scheduler does; true-orphan promotion is one."""
+    now = dt.datetime.now(dt.UTC)
+    for schedule in defs.schedules or []:
+        tick = get_latest_completed_cron_tick(
+            schedule.cron_schedule, now, schedule.execution_timezone
+        )
+        tags = {
+            **dg.DagsterRun.tags_for_schedule(schedule),
+            SCHEDULED_EXECUTION_TIME_TAG: tick.astimezone(dt.UTC).isoformat(),
+        }
+        if instance.get_run_ids(filters=dg.RunsFilter(tags=tags), limit=1):
+            continue
+        with dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=tick,
+            repository_def=defs.get_repository_def(),
+        ) as context:
+            requests = schedule.evaluate_tick(context).run_requests or []
+        # A schedule's request names no assets: they are its job's.
+        targets = sorted(defs.resolve_job_def(schedule.job_name).asset_layer.selected_asset_keys)
+        for request in requests:
+            request = request.with_replaced_attrs(
+                asset_selection=request.asset_selection or targets
+            )
+            outcome = _run_request(defs, instance, schedule.name, request, tags, log_level)
+            summary.runs.append(outcome)
+            if on_run is not None:
+                on_run(outcome)
+            if outcome.unreachable:
+                summary.unreachable = True
+                return

@@ -147,14 +147,6 @@ class Orphans(_Strict):
     retry_check_seconds: int = Field(default=60, gt=0)
 
 
-class Sla(_Strict):
-    refresh_minutes: int = Field(ge=1, le=59)
-
-
-class Marts(_Strict):
-    refresh_cron: str
-
-
 class QuarantineThresholds(_Strict):
     warn_rate: float = Field(ge=0, le=1)
     error_rate: float = Field(ge=0, le=1)
@@ -242,8 +234,6 @@ class Contract(_Strict):
     partitions: Partitions
     sensors: Sensors
     orphans: Orphans
-    sla: Sla
-    marts: Marts
     quarantine: QuarantineThresholds
     repair: Repair = Repair()
     calendar: Calendar
