@@ -10,7 +10,11 @@ from fastfeast_dagster.assets.maintenance import (
 )
 from fastfeast_dagster.assets.marts import build_mart_assets, build_marts_schedule
 from fastfeast_dagster.assets.partitions import partitions_by_kind
-from fastfeast_dagster.assets.tables import IO_MANAGER_KEY, build_table_assets
+from fastfeast_dagster.assets.tables import (
+    IO_MANAGER_KEY,
+    build_history_specs,
+    build_table_assets,
+)
 from fastfeast_dagster.checks.asset_checks import build_freshness_checks, build_table_checks
 from fastfeast_dagster.contract import cached_contract, contract_path
 from fastfeast_dagster.resources.io_manager import PostgresIOManager
@@ -29,6 +33,7 @@ marts = build_mart_assets(contract, partitions["dimension"])
 assets = [
     *calendar_assets(contract),
     *build_table_assets(contract, partitions),
+    *build_history_specs(contract, partitions),
     *maintenance_assets(contract),
     build_quarantine_spec(contract),
     *marts,
