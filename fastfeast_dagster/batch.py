@@ -166,3 +166,6 @@ class LoadReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # Whether the upsert left the keys' proof to the orphan stage (`warehouse/keys.py`).
     fk_triggers_skipped: bool = False
+    # A dimension with history: versions this load began, and same-day versions it corrected.
+    versions_opened: int = 0
+    versions_corrected: int = 0

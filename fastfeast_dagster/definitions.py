@@ -11,7 +11,11 @@ from fastfeast_dagster.assets.maintenance import (
 from fastfeast_dagster.assets.marts import build_mart_assets
 from fastfeast_dagster.assets.partitions import partitions_by_kind
 from fastfeast_dagster.assets.sla import build_sla_asset
-from fastfeast_dagster.assets.tables import IO_MANAGER_KEY, build_table_assets
+from fastfeast_dagster.assets.tables import (
+    IO_MANAGER_KEY,
+    build_history_specs,
+    build_table_assets,
+)
 from fastfeast_dagster.checks.asset_checks import build_freshness_checks, build_table_checks
 from fastfeast_dagster.contract import cached_contract, contract_path
 from fastfeast_dagster.resources.io_manager import PostgresIOManager
@@ -37,6 +41,7 @@ derived = [
 assets = [
     *calendar,
     *build_table_assets(contract, partitions),
+    *build_history_specs(contract, partitions),
     *maintenance_assets(contract),
     build_quarantine_spec(contract),
     *derived,

@@ -12,7 +12,7 @@ import pytest
 from fastfeast_dagster.checks import asset_checks
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.synthetic import generate
-from fastfeast_dagster.warehouse.readback import read_rows
+from fastfeast_dagster.warehouse.readback import read_history, read_rows
 
 DAY = "2026-03-02"
 
@@ -53,7 +53,7 @@ def test_a_clean_partition_passes_every_check(data_dir: Path, materialize) -> No
         (table, check)
         for table in ("dim_team", "dim_agent")
         for check in ("great_expectations", "quarantine_rate", "repair_rate")
-    }
+    } | {("dim_agent", "history_great_expectations")}
     for key, evaluation in evaluations.items():
         assert evaluation.passed, (key, evaluation.metadata)
         assert evaluation.partition == DAY
@@ -97,7 +97,7 @@ def test_a_violation_planted_in_the_table_fails_the_right_expectation(
     # The day's check evaluated again over the tampered table, through the rows it reads.
     with psycopg.connect(warehouse_url) as conn:
         rows = read_rows(conn, contract, "agents", [DAY])
-    checks = [asset_checks.suite_result(rows, spec)]
+    checks = [asset_checks.suite_result(rows, spec, "great_expectations", spec.table)]
     results = {result.check_name: result for result in checks}
     ge = results["great_expectations"]
     assert not ge.passed
@@ -133,3 +133,44 @@ def test_quarantine_rate_trips_on_a_bad_hour_and_passes_on_a_clean_day(
     clean = _evaluations(materialize(["dim_team"], DAY))[("dim_team", "quarantine_rate")]
     assert clean.passed
     assert clean.metadata["quarantine_rate"].value == 0.0
+
+
+CUSTOMERS = {
+    "cities.json": '[{"city_id": 1, "city_name": "Cairo", "country": "Egypt",'
+    ' "timezone": "Africa/Cairo"}]',
+    "regions.csv": "region_id,region_name,city_id,delivery_base_fee\n1,Maadi,1,10\n",
+    "segments.csv": "segment_id,segment_name,discount_pct,priority_support\n1,Regular,0,false\n",
+    "customers.csv": (
+        "customer_id,full_name,email,phone,region_id,segment_id,signup_date,gender,created_at,"
+        "updated_at\n1,Ola,,,1,1,2024-01-02,female,,\n2,Omar,,,1,1,2024-01-02,male,,\n"
+    ),
+}
+
+
+def test_the_history_check_passes_and_catches_an_overlapping_version(
+    data_dir: Path,
+    materialize,
+    warehouse_url: str,
+    contract: Contract,  # type: ignore[no-untyped-def]
+) -> None:
+    _write_batch(data_dir, CUSTOMERS)
+    result = materialize(["dim_city", "dim_region", "dim_segment", "dim_customer"], DAY)
+    assert result.success
+    history = _evaluations(result)[("dim_customer", "history_great_expectations")]
+    assert history.passed and history.metadata["rows_validated"].value == 2
+    with psycopg.connect(warehouse_url) as conn:
+        # A second version of customer 1 that overlaps the first, and a second current one.
+        conn.execute(
+            "INSERT INTO dim_customer_history (customer_id, segment_id, valid_from, valid_to,"
+            " _source_file, _source_row, _partition_key, _run_id)"
+            " VALUES (1, 1, %s::date + 1, %s::date + 3, 'x', 1, %s, 'x')",
+            (DAY, DAY, DAY),
+        )
+        versions = read_history(conn, contract, "customers", [DAY])
+    spec = contract.sources["customers"]
+    check = asset_checks.suite_result(
+        versions, spec, "history_great_expectations", spec.history_table
+    )
+    assert not check.passed
+    failed = {f["type"] for f in check.metadata["failed_expectations"].value}
+    assert "expect_column_pair_values_to_be_equal" in failed  # valid_to is not the next start

@@ -155,6 +155,21 @@ MALFORMED: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "sources.orders.indexes.5.column: 'order_id' is the primary key, indexed already",
     ),
     (
+        "history of a fact",
+        lambda raw: raw["sources"]["orders"].update(history={"track": ["order_status"]}),
+        "sources.orders.history: a fact keeps newest-wins",
+    ),
+    (
+        "history tracking an unknown attribute",
+        lambda raw: raw["sources"]["customers"]["history"]["track"].append("nickname"),
+        "sources.customers.history.track.6: 'nickname' is not a column of customers",
+    ),
+    (
+        "history tracking the key",
+        lambda raw: raw["sources"]["drivers"]["history"]["track"].append("driver_id"),
+        "sources.drivers.history.track.9: 'driver_id' is the key the versions belong to",
+    ),
+    (
         "unknown repair policy",
         lambda raw: raw["sources"]["customers"]["columns"]["email"].update(on_invalid="drop"),
         "sources.customers.columns.email.on_invalid: unknown policy 'drop': use reject_row,"

@@ -101,6 +101,13 @@ def test_asset_keys_groups_kinds_partitions_and_lineage_are_pinned() -> None:
         "DailyPartitionsDefinition",
         frozenset({"ticket_sla"}),
     )
+    for table in ("dim_customer", "dim_restaurant", "dim_driver", "dim_agent"):
+        expected[f"{table}_history"] = (
+            "dimensions",
+            frozenset({"postgres"}),
+            "DailyPartitionsDefinition",
+            frozenset({table}),
+        )
     assert shape == expected
 
 
@@ -187,6 +194,11 @@ def test_check_keys_are_pinned_and_partitioned_like_their_assets(contract) -> No
     expected = {(table, "great_expectations") for table in tables}
     expected |= {(table, "quarantine_rate") for table in tables}
     expected |= {(table, "repair_rate") for table in tables}
+    expected |= {
+        (spec.table, "history_great_expectations")
+        for spec in contract.sources.values()
+        if spec.history is not None
+    }
     expected |= {(spec.table, "freshness_check") for spec in contract.facts.values()}
     assert keys == expected
     for key in graph.asset_check_keys:
@@ -196,7 +208,8 @@ def test_check_keys_are_pinned_and_partitioned_like_their_assets(contract) -> No
             continue
         assert check.partitions_def == asset.partitions_def
         assert check.blocking == (
-            key.name == "great_expectations" and asset.group_name == "dimensions"
+            key.name in ("great_expectations", "history_great_expectations")
+            and asset.group_name == "dimensions"
         )
 
 

@@ -148,3 +148,27 @@ def build_table_assets(
         build_table_asset(source, contract, partitions[contract.sources[source].kind])
         for source in contract.load_order()
     ]
+
+
+def build_history_specs(
+    contract: Contract, partitions: dict[str, dg.TimeWindowPartitionsDefinition]
+) -> list[dg.AssetSpec]:
+    """Each dimension's history table in the lineage: written by the dimension's own load, in
+    its transaction, so it is observed there rather than materialized by a step of its own."""
+    return [
+        dg.AssetSpec(
+            spec.history_table,
+            description=(
+                f"{spec.table}'s members as they were over time (SCD type 2): "
+                f"{', '.join(spec.history.track)} from valid_from until valid_to."
+            ),
+            group_name=GROUPS[spec.kind],
+            owners=spec.owners or contract.owners,
+            kinds={"postgres"},
+            deps=[spec.table],
+            partitions_def=partitions[spec.kind],
+            metadata=table_metadata(contract, spec.history_table),
+        )
+        for spec in contract.sources.values()
+        if spec.history is not None
+    ]

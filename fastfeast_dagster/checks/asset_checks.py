@@ -26,10 +26,12 @@ from psycopg import sql
 
 from fastfeast_dagster.contract import EXPECTATIONS_DIR, Contract, SourceSpec
 from fastfeast_dagster.resources.warehouse import Warehouse
+from fastfeast_dagster.warehouse.readback import read_history
 
 GE_CHECK = "great_expectations"
 QUARANTINE_CHECK = "quarantine_rate"
 REPAIR_CHECK = "repair_rate"
+HISTORY_CHECK = "history_great_expectations"
 
 
 def build_table_checks(
@@ -58,6 +60,18 @@ def build_table_checks(
             description="Share of the partition's source rows that loaded with a repaired value.",
         ),
     ]
+    if spec.history is not None:
+        specs.append(
+            dg.AssetCheckSpec(
+                HISTORY_CHECK,
+                asset=spec.table,
+                partitions_def=partitions_def,
+                blocking=True,
+                description=f"The Great Expectations suite config/expectations/"
+                f"{spec.history_table}.json over the versions of the members these partitions"
+                " changed: contiguous, one current version each.",
+            )
+        )
 
     @dg.multi_asset_check(
         name=f"{spec.table}_checks",
@@ -70,7 +84,11 @@ def build_table_checks(
     ) -> Iterator[dg.AssetCheckResult]:
         selected = {key.name for key in context.selected_asset_check_keys}
         if GE_CHECK in selected:
-            yield suite_result(rows, spec)
+            yield suite_result(rows, spec, GE_CHECK, spec.table)
+        if HISTORY_CHECK in selected:
+            with warehouse.connect() as conn:
+                versions = read_history(conn, contract, source, context.partition_keys)
+            yield suite_result(versions, spec, HISTORY_CHECK, spec.history_table)
         if selected & {QUARANTINE_CHECK, REPAIR_CHECK}:
             with warehouse.connect() as conn:
                 counts = file_counts(conn, contract, spec.table, context.partition_keys)
@@ -82,18 +100,18 @@ def build_table_checks(
     return _checks
 
 
-def suite_result(frame: pd.DataFrame, spec: SourceSpec) -> dg.AssetCheckResult:
-    """The table's GE suite over `frame`, as the check's result (PII never echoed)."""
+def suite_result(
+    frame: pd.DataFrame, spec: SourceSpec, check: str, suite: str
+) -> dg.AssetCheckResult:
+    """The GE suite `suite` over `frame`, as `spec.table`'s check `check` (PII never echoed)."""
     # Imported here: the runner pulls in Great Expectations (seconds), which code servers and
     # sensors must not pay for.
     from fastfeast_dagster.checks.runner import run_suite
 
-    outcome = run_suite(
-        frame, EXPECTATIONS_DIR / f"{spec.table}.json", pii_columns=spec.pii_columns
-    )
+    outcome = run_suite(frame, EXPECTATIONS_DIR / f"{suite}.json", pii_columns=spec.pii_columns)
     return dg.AssetCheckResult(
         asset_key=spec.table,
-        check_name=GE_CHECK,
+        check_name=check,
         passed=outcome.failed == 0,
         severity=dg.AssetCheckSeverity.ERROR if not outcome.success else dg.AssetCheckSeverity.WARN,
         metadata={

@@ -1,9 +1,10 @@
 """Great Expectations suites, one per warehouse table, generated from the pipeline contract.
 
-Each `config/expectations/<table>.json` is GE 1.x suite JSON. Expectations with
-`meta.source == "contract"` are generated from `config/pipeline.yaml` and rewritten by
-`write_suites`; those with `meta.source == "hand-written"` are kept verbatim, after the generated
-ones. Any other `meta.source` is refused, so an expectation can never vanish on regeneration.
+Each `config/expectations/<table>.json` is GE 1.x suite JSON, one per source table and one per
+dimension history table. Expectations with `meta.source == "contract"` are generated from
+`config/pipeline.yaml` and rewritten by `write_suites`; those with `meta.source ==
+"hand-written"` are kept verbatim, after the generated ones. Any other `meta.source` is refused,
+so an expectation can never vanish on regeneration.
 
 `meta.severity` is "error" (default) or "warn"; `meta.skip_when_empty: true` makes the runner skip
 an expectation on a partition that read back zero rows.
@@ -100,6 +101,52 @@ def generated_expectations(spec: SourceSpec, contract: Contract) -> list[dict[st
     return expectations
 
 
+def history_expectations(spec: SourceSpec) -> list[dict[str, Any]]:
+    """A history table's invariants, over the versions `read_history` reads back: per member,
+    each version ends where the next begins (no overlap, no gap), the last one is the only
+    current one, and no version ends before it starts."""
+    assert spec.history is not None
+    key = spec.primary_key
+    return [
+        _expectation(
+            "expect_table_columns_to_match_set",
+            column_set=[key, *spec.history.track, "valid_from", "valid_to", "is_current"],
+            exact_match=False,
+        ),
+        _expectation("expect_column_values_to_not_be_null", column=key),
+        _expectation("expect_column_values_to_not_be_null", column="valid_from"),
+        _expectation("expect_compound_columns_to_be_unique", column_list=[key, "valid_from"]),
+        _expectation(
+            "expect_column_pair_values_to_be_equal",
+            column_A="valid_to",
+            column_B="next_valid_from",
+            ignore_row_if="either_value_is_missing",
+        ),
+        _expectation(
+            "expect_column_pair_values_to_be_equal", column_A="is_current", column_B="is_last"
+        ),
+        _expectation(
+            "expect_column_pair_values_a_to_be_greater_than_b",
+            column_A="valid_to",
+            column_B="valid_from",
+            ignore_row_if="either_value_is_missing",
+        ),
+    ]
+
+
+def suite_targets(contract: Contract) -> dict[str, list[dict[str, Any]]]:
+    """Every suite the contract generates, by its table: each source's, each history table's."""
+    targets = {
+        spec.table: generated_expectations(spec, contract) for spec in contract.sources.values()
+    }
+    targets |= {
+        spec.history_table: history_expectations(spec)
+        for spec in contract.sources.values()
+        if spec.history is not None
+    }
+    return targets
+
+
 def _split(suite: dict[str, Any], where: str) -> tuple[list[dict], list[dict]]:
     """(generated, hand-written) expectations of a suite dict; refuses unmarked ones."""
     expectations = suite.get("expectations")
@@ -123,19 +170,19 @@ def _split(suite: dict[str, Any], where: str) -> tuple[list[dict], list[dict]]:
 
 
 def build_suite(
-    spec: SourceSpec, contract: Contract, existing: dict[str, Any] | None
+    table: str, generated: list[dict[str, Any]], existing: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """The suite for `spec.table`: fresh generated expectations, then `existing`'s hand-written."""
-    hand_written = _split(existing, spec.table)[1] if existing is not None else []
+    """The suite for `table`: fresh generated expectations, then `existing`'s hand-written."""
+    hand_written = _split(existing, table)[1] if existing is not None else []
     return {
-        "name": spec.table,
-        "expectations": [*generated_expectations(spec, contract), *hand_written],
+        "name": table,
+        "expectations": [*generated, *hand_written],
         "meta": dict(SUITE_META),
     }
 
 
-def suite_path(directory: Path, spec: SourceSpec) -> Path:
-    return directory / f"{spec.table}.json"
+def suite_path(directory: Path, table: str) -> Path:
+    return directory / f"{table}.json"
 
 
 def dumps(suite: dict[str, Any]) -> str:
@@ -161,10 +208,10 @@ def write_suites(contract: Contract, directory: Path) -> list[Path]:
     """
     directory.mkdir(parents=True, exist_ok=True)
     changed: list[Path] = []
-    for spec in contract.sources.values():
-        path = suite_path(directory, spec)
+    for table, generated in suite_targets(contract).items():
+        path = suite_path(directory, table)
         existing = _read(path) if path.exists() else None
-        text = dumps(build_suite(spec, contract, existing))
+        text = dumps(build_suite(table, generated, existing))
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")
             changed.append(path)
@@ -185,8 +232,8 @@ def suite_drift(contract: Contract, directory: Path) -> list[str]:
     """One message per suite file whose generated part no longer matches the contract."""
     messages: list[str] = []
     tables = set()
-    for spec in contract.sources.values():
-        path = suite_path(directory, spec)
+    for table, expected in suite_targets(contract).items():
+        path = suite_path(directory, table)
         tables.add(path.name)
         if not path.exists():
             messages.append(f"{path}: missing")
@@ -197,10 +244,9 @@ def suite_drift(contract: Contract, directory: Path) -> list[str]:
         except SuiteError as error:
             messages.append(str(error))
             continue
-        expected = generated_expectations(spec, contract)
         problems = []
-        if existing.get("name") != spec.table:
-            problems.append(f"name {existing.get('name')!r} is not {spec.table!r}")
+        if existing.get("name") != table:
+            problems.append(f"name {existing.get('name')!r} is not {table!r}")
         missing = [_label(item) for item in expected if item not in generated]
         stale = [_label(item) for item in generated if item not in expected]
         if missing:
@@ -278,7 +324,7 @@ def expectations_command(action: str, contract: Contract, directory: Path) -> in
         changed = write_suites(contract, directory)
         for path in changed:
             print(f"wrote {path}")
-        print(f"{len(changed)} of {len(contract.sources)} suite(s) changed")
+        print(f"{len(changed)} of {len(suite_targets(contract))} suite(s) changed")
         return 0
     if action == "check":
         drift = suite_drift(contract, directory)
@@ -287,6 +333,6 @@ def expectations_command(action: str, contract: Contract, directory: Path) -> in
         if drift:
             print("run `fastfeast expectations build` and review the diff")
             return 1
-        print(f"{len(contract.sources)} suite(s) match the contract")
+        print(f"{len(suite_targets(contract))} suite(s) match the contract")
         return 0
     raise ValueError(f"unknown expectations action {action!r} (build or check)")

@@ -136,6 +136,21 @@ def _check_source(contract: Contract, name: str, spec: SourceSpec) -> Iterator[s
 
     yield from policy_problems(spec, at)
 
+    if spec.history is not None:
+        if spec.kind == "fact":
+            yield (
+                f"{at}.history: a fact keeps newest-wins; its events (fact_ticket_event, say)"
+                " are its history"
+            )
+        for index, column in enumerate(spec.history.track):
+            key = f"{at}.history.track.{index}"
+            if column not in spec.columns:
+                yield f"{key}: {column!r} is not a column of {name}"
+            elif column == spec.primary_key:
+                yield f"{key}: {column!r} is the key the versions belong to, not an attribute"
+        if len(set(spec.history.track)) != len(spec.history.track):
+            yield f"{at}.history.track: an attribute is tracked twice"
+
     indexed: set[str] = set()
     for index, declared in enumerate(spec.indexes):
         key = f"{at}.indexes.{index}.column"

@@ -95,6 +95,13 @@ class IndexSpec(_Strict):
     why: str = Field(min_length=1)
 
 
+class History(_Strict):
+    """The dimension's members as they were over time (SCD type 2), in `<table>_history`: a
+    version per key and span of days in which its tracked attributes held."""
+
+    track: list[str] = Field(min_length=1)
+
+
 class SourceSpec(_Strict):
     kind: SourceKind
     table: str
@@ -107,7 +114,12 @@ class SourceSpec(_Strict):
     rules: list[CrossFieldRule] = []
     # The table's indexes besides its primary key; the schema has exactly these.
     indexes: list[IndexSpec] = []
+    history: History | None = None
     owners: list[str] = []
+
+    @property
+    def history_table(self) -> str:
+        return f"{self.table}_history"
 
     def file_format(self, folder: FolderKind) -> FileFormat:
         suffix = Path(self.files[folder]).suffix.lower().lstrip(".")

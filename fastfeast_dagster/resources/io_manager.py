@@ -50,6 +50,17 @@ class PostgresIOManager(dg.ConfigurableIOManager):
                 },
             )
         )
+        history = contract.sources[obj.source].history
+        if history is not None:
+            # The history table is written in the same transaction: materialized with the load.
+            for key in obj.partition_keys:
+                context.log_event(
+                    dg.AssetMaterialization(
+                        asset_key=contract.sources[obj.source].history_table,
+                        partition=key,
+                        metadata={"versions_opened": report.versions_opened},
+                    )
+                )
         for path, counts in report.files.items():
             if counts.status == "failed":
                 context.log.error(f"{path} rejected: {counts.error}")
@@ -75,6 +86,7 @@ def report_metadata(report: LoadReport) -> dict[str, object]:
         "orphans": report.orphans,
         "quarantined_by_stage": dg.MetadataValue.json(report.rejects_by_stage),
         "repaired_by_column": dg.MetadataValue.json(report.repairs_by_column),
+        "history_versions_opened": report.versions_opened,
         "source_files": dg.MetadataValue.json(
             {path: asdict(counts) for path, counts in report.files.items()}
         ),

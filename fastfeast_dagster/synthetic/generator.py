@@ -107,11 +107,13 @@ def generate(
         tables={name: {"expected_rows": count} for name, count in sorted(tables.items())},
         pii_clear_values=pii_values([master_frames, batch_frames]),
         changes=batch.changes,
+        changed_values=batch.values,
         order_updates=state.order_updates,
         ticket_updates=state.ticket_updates,
         late_parent_orders=state.late_parent_orders,
         late_files=late_files,
         repaired_members={name: dim.ids[dim.repaired].tolist() for name, dim in master.items()},
+        master_members={name: dim.ids[dim.loaded].tolist() for name, dim in master.items()},
     )
     manifest.write(out / "manifest.json")
     return manifest

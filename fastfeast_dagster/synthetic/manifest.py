@@ -61,12 +61,15 @@ class Manifest:
     tables: dict[str, dict[str, int]]
     pii_clear_values: dict[str, dict[str, list[str]]]
     changes: dict[str, dict[str, list[int]]]
+    changed_values: dict[str, dict[str, dict[str, str]]]
     order_updates: list[dict[str, Any]]
     ticket_updates: list[dict[str, Any]]
     late_parent_orders: list[str]
     late_files: list[str]
     # Members loaded with a repaired value, by dimension: facts reference them like any other.
     repaired_members: dict[str, list[int]]
+    # The master's members that load (all but those with a bad key), by dimension.
+    master_members: dict[str, list[int]]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=1) + "\n"

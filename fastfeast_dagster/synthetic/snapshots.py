@@ -51,6 +51,8 @@ class Batch:
     frames: dict[str, Frame]
     reports: dict[str, FileReport]
     changes: dict[str, dict[str, list[int]]]
+    # The text each changed cell took, by source, column and id: what history must show.
+    values: dict[str, dict[str, dict[str, str]]]
     newcomers: Dim
 
 
@@ -61,6 +63,7 @@ def batch_day(seed: int, day: dt.date, master: dict[str, Dim]) -> Batch:
     frames = {name: Frame(dict(d.frame.columns), dict(d.frame.kinds)) for name, d in master.items()}
     reports = {name: dim.report.copy() for name, dim in master.items()}
     changes: dict[str, dict[str, list[int]]] = {}
+    values: dict[str, dict[str, dict[str, str]]] = {}
     drifts = {
         "drivers": [("rating_avg", "rating", 0.05, 1.0, 5.0, 2),
                     ("on_time_rate", "on_time", 0.01, 0.5, 1.0, 2),
@@ -76,16 +79,16 @@ def batch_day(seed: int, day: dt.date, master: dict[str, Dim]) -> Batch:
             old = dim.attrs[attr][rows]
             new = np.round(np.clip(old + rng.uniform(-step, step, len(rows)), low, high), digits)
             moved = rows[new != old]
-            frame.put(column, dim.positions[moved], decimals(new[new != old], digits).to_pylist())
+            texts = decimals(new[new != old], digits).to_pylist()
+            frame.put(column, dim.positions[moved], texts)
             changes.setdefault(name, {})[column] = dim.ids[moved].tolist()
+            values.setdefault(name, {})[column] = _by_id(dim.ids[moved], texts)
     drivers = master["drivers"]
     flipped = _some(rng, drivers.stable, 0.02)
-    frames["drivers"].put(
-        "is_active",
-        drivers.positions[flipped],
-        booleans(~drivers.attrs["active"][flipped]).to_pylist(),
-    )
+    active = booleans(~drivers.attrs["active"][flipped]).to_pylist()
+    frames["drivers"].put("is_active", drivers.positions[flipped], active)
     changes["drivers"]["is_active"] = drivers.ids[flipped].tolist()
+    values["drivers"]["is_active"] = _by_id(drivers.ids[flipped], active)
     customers = master["customers"]
     moved = _some(rng, customers.stable, 0.01)
     domains = rng.integers(0, len(CUSTOMER_DOMAINS), len(moved))
@@ -95,6 +98,13 @@ def batch_day(seed: int, day: dt.date, master: dict[str, Dim]) -> Batch:
     ]
     frames["customers"].put("email", customers.positions[moved], emails)
     changes["customers"] = {"email": customers.ids[moved].tolist()}
+    values["customers"] = {"email": _by_id(customers.ids[moved], emails)}
+    # A few customers move between Regular and VIP: their orders that day carry the new segment.
+    upgraded = _some(rng, customers.stable, 0.02)
+    segments = [str(3 - segment) for segment in customers.attrs["segment"][upgraded].tolist()]
+    frames["customers"].put("segment_id", customers.positions[upgraded], segments)
+    changes["customers"]["segment_id"] = customers.ids[upgraded].tolist()
+    values["customers"]["segment_id"] = _by_id(customers.ids[upgraded], segments)
     for name, per_column in changes.items():
         touched = sorted({i for ids in per_column.values() for i in ids})
         per_column["updated_at"] = touched
@@ -107,7 +117,12 @@ def batch_day(seed: int, day: dt.date, master: dict[str, Dim]) -> Batch:
     reports["customers"].note("new_customers", len(newcomers.ids))
     for name, frame in frames.items():
         reports[name].rows = len(frame)
-    return Batch(frames, reports, {k: changes[k] for k in sorted(changes)}, newcomers)
+    ordered = {k: changes[k] for k in sorted(changes)}
+    return Batch(frames, reports, ordered, {k: values[k] for k in sorted(values)}, newcomers)
+
+
+def _by_id(ids: np.ndarray, texts: list[str | None]) -> dict[str, str]:
+    return {str(i): str(text) for i, text in zip(ids.tolist(), texts, strict=True)}
 
 
 def _some(rng: np.random.Generator, rows: np.ndarray, share: float) -> np.ndarray:

@@ -156,6 +156,59 @@ def _read_catalog(cur: psycopg.Cursor, schema: str) -> _Catalog:
     return _Catalog(True, relations, columns, not_null, indexes, keys, calendar)
 
 
+def _history_table_statements(
+    contract: Contract, source: str, catalog: _Catalog
+) -> list[sql.Composable]:
+    """The dimension's history table (SCD type 2), or the tracked columns it lacks.
+
+    A version is a member's tracked attributes over the days [valid_from, valid_to); the open
+    one (valid_to NULL) is current, and a partial unique index keeps that to one per member.
+    """
+    spec = contract.sources[source]
+    if spec.history is None:
+        return []
+    table = sql.Identifier(contract.warehouse.schema_name, spec.history_table)
+    stored = {column.name: column for column in contract.table_columns(source)}
+    tracked = [stored[name] for name in spec.history.track]
+    key = stored[spec.primary_key]
+    if spec.history_table in catalog.relations:
+        return [
+            sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                table, sql.Identifier(column.name), sql.SQL(column.type.sql)
+            )
+            for column in tracked
+            if (spec.history_table, column.name) not in catalog.columns
+        ]
+    columns = [
+        _definition(key),
+        *(_definition(TableColumn(column.name, column.type)) for column in tracked),
+        sql.SQL("valid_from date NOT NULL"),
+        sql.SQL("valid_to date"),
+        sql.SQL("is_current boolean GENERATED ALWAYS AS (valid_to IS NULL) STORED"),
+        *(_definition(column) for column in LINEAGE_COLUMNS),
+        sql.SQL("PRIMARY KEY ({}, valid_from)").format(sql.Identifier(key.name)),
+        sql.SQL("CHECK (valid_to IS NULL OR valid_to > valid_from)"),
+    ]
+    name = spec.history_table
+    return [
+        sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(columns)),
+        sql.SQL("CREATE UNIQUE INDEX {} ON {} ({}) WHERE valid_to IS NULL").format(
+            sql.Identifier(f"{name}_one_current"), table, sql.Identifier(key.name)
+        ),
+        # The check of a day reads the versions of the members that day changed.
+        sql.SQL("CREATE INDEX {} ON {} (_partition_key)").format(
+            sql.Identifier(f"{name}_partition_key"), table
+        ),
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(
+            table,
+            sql.Literal(
+                f"versions of {spec.table}'s members: {', '.join(spec.history.track)} as they"
+                " were from valid_from until valid_to (exclusive; NULL = still current)"
+            ),
+        ),
+    ]
+
+
 def pending_statements(
     contract: Contract, catalog: _Catalog, connection: psycopg.Connection
 ) -> list[sql.Composable]:
@@ -180,6 +233,7 @@ def pending_statements(
     ]
     for name in contract.load_order():
         statements += _source_table_statements(contract, name, catalog)
+        statements += _history_table_statements(contract, name, catalog)
     statements += [
         _foreign_key_statement(schema, ref)
         for ref in contract.relations.references

@@ -8,7 +8,8 @@
    are removed.
 4. Upsert by natural key. A row is updated only by a batch of the same or a newer partition and
    only when its content differs: replaying an old day or hour never regresses newer data, and
-   replaying the same one changes nothing.
+   replaying the same one changes nothing. A dimension with history then records the day's
+   versions (`history.py`).
 5. The audit trail (`audit.py`): quarantine, repairs and file log, superseding earlier runs'
    rows of these partitions (orphans that now loaded are marked resolved).
 Either all of it commits or none of it does.
@@ -38,7 +39,7 @@ from fastfeast_dagster.batch import (
 )
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.stopwatch import Stopwatch
-from fastfeast_dagster.warehouse import audit, keys
+from fastfeast_dagster.warehouse import audit, history, keys
 from fastfeast_dagster.warehouse.scope import STAGE, LoadScope
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ def load_batch(
             order = _insert_order(cur, scope)
             with keys.fk_triggers_off(cur, proof):
                 inserted, updated = _upsert(cur, scope, len(batch.files) > 1, order)
+        with watch.stage("history"):
+            change = history.write_versions(cur, scope) if scope.spec.history else None
         with watch.stage("quarantine"):
             audit.write_quarantine(cur, scope)
             audit.write_repairs(cur, scope)
@@ -96,6 +99,8 @@ def load_batch(
     watch.seconds["commit"] = time.perf_counter() - commit_started
     report.stage_seconds = watch.seconds
     report.fk_triggers_skipped = proof.skip_triggers
+    if change is not None:
+        report.versions_opened, report.versions_corrected = change.opened, change.corrected
     log.info(
         "loaded %s %s: read %d, loaded %d (repaired %d), quarantined %d (orphans %d,"
         " duplicates %d)",
