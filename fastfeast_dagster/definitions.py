@@ -11,7 +11,7 @@ from fastfeast_dagster.assets.maintenance import (
 from fastfeast_dagster.assets.marts import build_mart_assets, build_marts_schedule
 from fastfeast_dagster.assets.partitions import partitions_by_kind
 from fastfeast_dagster.assets.tables import IO_MANAGER_KEY, build_table_assets
-from fastfeast_dagster.checks.asset_checks import build_freshness_checks, build_table_checks
+from fastfeast_dagster.checks.asset_checks import build_table_checks
 from fastfeast_dagster.contract import cached_contract, contract_path
 from fastfeast_dagster.resources.io_manager import PostgresIOManager
 from fastfeast_dagster.resources.warehouse import Warehouse
@@ -23,7 +23,6 @@ config_path = contract_path()
 contract = cached_contract(config_path)
 partitions = partitions_by_kind(contract)
 warehouse = Warehouse(contract_path=str(config_path))
-freshness_checks = build_freshness_checks(contract)
 
 marts = build_mart_assets(contract, partitions["dimension"])
 assets = [
@@ -44,14 +43,11 @@ defs = dg.Definitions(
         lambda spec: spec if spec.owners else spec.replace_attributes(owners=contract.owners),
         assets,
     ),
-    asset_checks=[*table_checks, *freshness_checks],
+    asset_checks=table_checks,
     sensors=[
         build_folder_sensor("batch", contract, partitions["dimension"]),
         build_folder_sensor("stream", contract, partitions["fact"]),
         build_orphan_retry_sensor(contract),
-        dg.build_sensor_for_freshness_checks(
-            freshness_checks=freshness_checks, default_status=dg.DefaultSensorStatus.RUNNING
-        ),
         *build_alert_sensors(contract),
     ],
     schedules=[*build_maintenance_schedules(contract), build_marts_schedule(contract, marts)],

@@ -128,7 +128,6 @@ def test_sensors_and_schedules_run_by_default() -> None:
         "batch_files_sensor": dg.DefaultSensorStatus.RUNNING,
         "stream_files_sensor": dg.DefaultSensorStatus.RUNNING,
         "orphan_retry_sensor": dg.DefaultSensorStatus.RUNNING,
-        "freshness_checks_sensor": dg.DefaultSensorStatus.RUNNING,
         # Mail needs a relay: off until the contract enables alerts.
         "alert_on_run_failure": dg.DefaultSensorStatus.STOPPED,
         "alert_on_check_failure": dg.DefaultSensorStatus.STOPPED,
@@ -139,6 +138,22 @@ def test_sensors_and_schedules_run_by_default() -> None:
         "true_orphan_promotion": ("5 * * * *", dg.DefaultScheduleStatus.RUNNING),
         "kpi_marts_refresh": ("15 * * * *", dg.DefaultScheduleStatus.RUNNING),
     }
+
+
+def test_facts_carry_the_contracts_freshness_policy_and_nothing_else_does(contract) -> None:
+    # Dagster's FreshnessPolicy, evaluated by the daemon: no freshness checks, no sensor for them.
+    expected = dg.FreshnessPolicy.time_window(
+        fail_window=dt.timedelta(minutes=contract.sensors.freshness_fail_minutes),
+        warn_window=dt.timedelta(minutes=contract.sensors.freshness_lag_minutes),
+    )
+    graph = defs.resolve_asset_graph()
+    policies = {
+        key.to_user_string(): graph.get(key).freshness_policy for key in graph.get_all_asset_keys()
+    }
+    facts = {spec.table for spec in contract.facts.values()}
+    assert {name for name, policy in policies.items() if policy is not None} == facts
+    assert all(policies[name] == expected for name in facts)
+    assert not [key for key in graph.asset_check_keys if "freshness" in key.name]
 
 
 def test_the_marts_schedule_rebuilds_the_day_of_the_hour_that_just_closed() -> None:
@@ -187,13 +202,10 @@ def test_check_keys_are_pinned_and_partitioned_like_their_assets(contract) -> No
     expected = {(table, "great_expectations") for table in tables}
     expected |= {(table, "quarantine_rate") for table in tables}
     expected |= {(table, "repair_rate") for table in tables}
-    expected |= {(spec.table, "freshness_check") for spec in contract.facts.values()}
     assert keys == expected
     for key in graph.asset_check_keys:
         check = graph.get(key)
         asset = graph.get(key.asset_key)
-        if key.name == "freshness_check":
-            continue
         assert check.partitions_def == asset.partitions_def
         assert check.blocking == (
             key.name == "great_expectations" and asset.group_name == "dimensions"

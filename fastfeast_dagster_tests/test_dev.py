@@ -176,6 +176,23 @@ def test_the_asset_graph_in_the_ui_follows_the_contract(dev: Dev, contract: Cont
     assert {key["path"][-1] for key in by_name["quarantine"]["dependencyKeys"]} == set(tables)
 
 
+def test_the_facts_show_their_freshness_policy_in_the_ui(dev: Dev, contract: Contract) -> None:
+    # The daemon evaluates it; a fact hour just loaded, so every fact is fresh.
+    for spec in contract.facts.values():
+        node = dev.graphql(
+            "query Fresh($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {"
+            " ... on AssetNode { freshnessStatusInfo { freshnessStatus }"
+            " internalFreshnessPolicy { ... on TimeWindowFreshnessPolicy {"
+            " failWindowSeconds warnWindowSeconds } } } } }",
+            path=[spec.table],
+        )["assetNodeOrError"]
+        assert node["internalFreshnessPolicy"] == {
+            "failWindowSeconds": contract.sensors.freshness_fail_minutes * 60,
+            "warnWindowSeconds": contract.sensors.freshness_lag_minutes * 60,
+        }
+        assert node["freshnessStatusInfo"]["freshnessStatus"] == "HEALTHY", spec.table
+
+
 def test_partition_counts_in_the_ui_match_the_file_log(dev: Dev, contract: Contract) -> None:
     loaded = dict(
         dev.query(
@@ -268,7 +285,6 @@ def test_sensors_and_schedules_run_in_the_ui(dev: Dev) -> None:
         "batch_files_sensor": "RUNNING",
         "stream_files_sensor": "RUNNING",
         "orphan_retry_sensor": "RUNNING",
-        "freshness_checks_sensor": "RUNNING",
         "alert_on_run_failure": "STOPPED",
         "alert_on_check_failure": "STOPPED",
     }

@@ -166,16 +166,3 @@ def file_counts(
         (asset_key, keys),
     ).fetchone()
     return FileCounts(*(int(value) for value in row)) if row else FileCounts(0, 0, 0)
-
-
-def build_freshness_checks(contract: Contract) -> list[dg.AssetChecksDefinition]:
-    """Stream facts must have been loaded within the contract's lag (WARN otherwise)."""
-    import datetime as dt
-
-    facts = [spec.table for spec in contract.facts.values()]
-    return list(
-        dg.build_last_update_freshness_checks(
-            assets=facts,
-            lower_bound_delta=dt.timedelta(minutes=contract.sensors.freshness_lag_minutes),
-        )
-    )

@@ -125,7 +125,10 @@ class Sensors(_Strict):
     settle_seconds: float = Field(ge=0)
     minimum_interval_seconds: int = Field(ge=1)
     max_requests_per_tick: int = Field(ge=1)
+    # Facts' freshness policy (`assets/tables.py`): WARN, then FAIL, when no fact hour loaded for
+    # this long.
     freshness_lag_minutes: int = Field(ge=1)
+    freshness_fail_minutes: int = Field(default=360, ge=2)
     # How long an hour of facts waits for its day's dimension files to load (`sensors/parents.py`).
     parent_wait_minutes: float = Field(default=30, ge=0)
 
