@@ -149,6 +149,6 @@ def test_a_few_rejected_rows_of_a_small_partition_are_not_evidence(
     assert rate.metadata["quarantine_rate_at_least"].value < 0.05
     assert rate.passed
     assert rate.description == (
-        "1 of 3 rows quarantined (33.3%); at 99% confidence the rate is at least 0.3%,"
+        "1 of 3 rows quarantined (33.3%); at 99.9% confidence the rate is at least 0.0%,"
         " not above the 5% warn rate"
     )

@@ -5,9 +5,9 @@ rows in an hour of eleven tickets are a 27 % share, yet a source that goes wrong
 yields three or more of eleven in 1.5 % of such hours: a threshold on the raw share fails
 healthy small partitions every day, while a large partition slightly over the threshold is real
 news. So the rate checks judge the one-sided Clopper-Pearson lower confidence bound of the rate:
-a check fails only when, at the contract's confidence (99 %), the partition's rate is above the
-threshold. On a large partition the bound is close to the share and the threshold acts as before;
-on eleven rows it takes four bad ones to warn at 5 %, and seven to fail at 25 %.
+a check fails only when, at the contract's confidence (99.9 %), the partition's rate is above
+the threshold. On a large partition the bound is close to the share and the threshold acts as
+before; on eleven rows it takes five bad ones to warn at 5 %, and nine to fail at 25 %.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class RateEvidence:
         verdict = "above" if self.above(threshold) else "not above"
         return (
             f"{self.events} of {self.trials} rows {what} ({self.share:.1%}); at"
-            f" {self.confidence:.0%} confidence the rate is at least {self.lower_bound:.1%},"
+            f" {self.confidence:.1%} confidence the rate is at least {self.lower_bound:.1%},"
             f" {verdict} the {threshold:.0%} {name}"
         )
 

@@ -151,7 +151,7 @@ class QuarantineThresholds(_Strict):
     warn_rate: float = Field(ge=0, le=1)
     error_rate: float = Field(ge=0, le=1)
     # How sure the quarantine-rate check must be that a rate is above a threshold (`rates.py`).
-    confidence: float = Field(default=0.99, gt=0, lt=1)
+    confidence: float = Field(default=0.999, gt=0, lt=1)
 
 
 class Repair(_Strict):
@@ -159,7 +159,7 @@ class Repair(_Strict):
 
     placeholder: str = Field(default="Unknown", min_length=1)
     warn_rate: float = Field(default=0.05, ge=0, le=1)
-    confidence: float = Field(default=0.99, gt=0, lt=1)
+    confidence: float = Field(default=0.999, gt=0, lt=1)
 
 
 class Calendar(_Strict):
