@@ -13,12 +13,15 @@ from fastfeast_dagster.assets.partitions import partitions_by_kind
 from fastfeast_dagster.assets.tables import IO_MANAGER_KEY, build_table_assets
 from fastfeast_dagster.checks.asset_checks import build_table_checks
 from fastfeast_dagster.contract import cached_contract, contract_path
+from fastfeast_dagster.notices import silence_pinned_api_notices
 from fastfeast_dagster.resources.io_manager import PostgresIOManager
 from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.sensors.alerts import build_alert_sensors
 from fastfeast_dagster.sensors.folders import build_folder_sensor
 from fastfeast_dagster.sensors.orphans import build_orphan_retry_sensor
 
+# Before anything is built: code servers and run workers load this module, not the CLI.
+silence_pinned_api_notices()
 config_path = contract_path()
 contract = cached_contract(config_path)
 partitions = partitions_by_kind(contract)

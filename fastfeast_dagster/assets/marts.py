@@ -82,7 +82,7 @@ def build_mart_assets(
 def build_marts_schedule(
     contract: Contract, marts: list[dg.AssetsDefinition]
 ) -> dg.ScheduleDefinition:
-    job = dg.define_asset_job("kpi_marts", selection=marts, partitions_def=marts[0].partitions_def)
+    job = dg.define_asset_job("kpi_marts", selection=marts)
 
     @dg.schedule(
         name="kpi_marts_refresh",
