@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.instance.ref import InstanceRef
@@ -222,16 +227,58 @@ def test_dagster_cli_validates_the_workspace(pg_server: EmbeddedPostgres, tmp_pa
         **os.environ,
         "FASTFEAST_STATE_DIR": str(tmp_path),
         "FASTFEAST_DATABASE_URL": pg_server.url("fastfeast"),
-        "FASTFEAST_DAGSTER_PG_URL": pg_server.url("dagster", driver="psycopg2"),
+        "FASTFEAST_DAGSTER_DATABASE_URL": pg_server.url("dagster"),
     }
     result = run_command(env, "dagster", "definitions", "validate", "-w", "workspace.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "All code locations passed validation" in result.stderr + result.stdout
 
 
+def test_a_fresh_clone_validates_with_nothing_set() -> None:
+    # The project's files as a clone has them (no state dir, no data, nothing exported); the
+    # clone's own code, as its venv would import it: `python -m` puts its folder first on the path.
+    clone = Path(tempfile.mkdtemp(prefix="ffclone", dir="/tmp"))  # short: the server's socket
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in listed:
+        if (PROJECT_ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT_ROOT / name, clone / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTFEAST_", "DAGSTER_"))}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", *args],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    try:
+        result = run("dagster", "definitions", "validate", "-w", "workspace.yaml")
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        assert "All code locations passed validation" in output
+        assert "Traceback" not in output
+        # It started the clone's own embedded server, under the clone: nothing else was touched.
+        assert (clone / ".fastfeast" / "pg" / "PG_VERSION").exists()
+    finally:
+        run("fastfeast_dagster.cli", "db", "stop")
+        shutil.rmtree(clone, ignore_errors=True)
+
+
 def test_the_instance_retries_a_failed_run_once(pg_server: EmbeddedPostgres, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # The instance `fastfeast dev` and the daemon use, loaded from the project's dagster.yaml.
-    monkeypatch.setenv("FASTFEAST_DAGSTER_PG_URL", pg_server.url("dagster", driver="psycopg2"))
+    monkeypatch.setenv("FASTFEAST_DATABASE_URL", pg_server.url("fastfeast"))
+    monkeypatch.setenv("FASTFEAST_DAGSTER_DATABASE_URL", pg_server.url("dagster"))
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(PROJECT_ROOT))) as instance:
         assert instance.run_retries_enabled
         assert instance.run_retries_max_retries == 1
