@@ -9,8 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,8 +27,6 @@ class CliError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Dagster flags beta/preview APIs on every import; they are pinned here, the notice is noise.
-    warnings.filterwarnings("ignore", message=r".*(currently in beta|in preview).*")
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -71,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--wait", type=float, default=120.0, help="seconds to wait for files still being written"
     )
+    ingest.add_argument(
+        "--verbose", action="store_true", help="print Dagster's run events too (DEBUG)"
+    )
     ingest.set_defaults(handler=_ingest)
 
     demo = commands.add_parser(
@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
     dev = commands.add_parser("dev", help="run the Dagster UI and daemon on the embedded default")
     dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--verbose", action="store_true", help="print Dagster's own output too")
     dev.set_defaults(handler=_dev)
     return parser
 
@@ -197,19 +198,27 @@ def _ingest(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from fastfeast_dagster.ingest import RunOutcome, ingest
+    from fastfeast_dagster.run_report import format_report, report_run
     from fastfeast_dagster.runtime import apply_environment, dagster_environment
 
     apply_environment(dagster_environment(default_contract()))
     from fastfeast_dagster.definitions import defs
 
-    def progress(run: RunOutcome) -> None:
-        state = "ok" if run.success else "FAILED"
-        print(f"  {state:6} {run.partition_key}  {', '.join(run.assets)}  (run {run.run_id[:8]})")
-
     started = time.monotonic()
     with dg.DagsterInstance.get() as instance:
+
+        def progress(run: RunOutcome) -> None:
+            report = report_run(instance, run.run_id)
+            line = format_report(report) if report else f"  FAILED  {run.partition_key}  (no run)"
+            print(line, flush=True)
+
         summary = ingest(
-            defs, instance, max_wait_seconds=args.wait, on_run=progress, log_level="WARNING"
+            defs,
+            instance,
+            max_wait_seconds=args.wait,
+            on_run=progress,
+            # Dagster's own console output; the run line and its errors say what matters.
+            log_level="DEBUG" if args.verbose else "CRITICAL",
         )
     elapsed = time.monotonic() - started
     if not summary.runs:
@@ -251,22 +260,69 @@ def _expectations(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import threading
+
+    import dagster as dg
+
     from fastfeast_dagster.contract import PROJECT_ROOT, data_root
-    from fastfeast_dagster.runtime import dagster_environment
+    from fastfeast_dagster.dev_console import OutputPump, announce_ui, open_log, watch_runs
+    from fastfeast_dagster.logs import log_file_path
+    from fastfeast_dagster.runtime import apply_environment, dagster_environment
 
     contract = default_contract()
-    env = {**os.environ, **dagster_environment(contract)}
+    environment = dagster_environment(contract)
     # Analysts can query (empty) tables from the first minute, before any file has arrived.
     _apply_schema()
     root = data_root(contract)
-    print(f"Dagster UI: http://127.0.0.1:{args.port}  (Ctrl-C stops everything)")
-    print(f"watching {root / contract.paths.batch} and {root / contract.paths.stream}")
-    # The venv's own dagster: `make dev` runs this without activating the venv.
+    folders = [
+        root / contract.paths.master,
+        root / contract.paths.batch,
+        root / contract.paths.stream,
+    ]
+    log_path = log_file_path()
+    say = _printer()
+    say(f"watching {', '.join(map(str, folders[:-1]))} and {folders[-1]}")
+    say(
+        f"log: {log_path} (everything, as JSON)"
+        + ("" if args.verbose else "; one line per run here, --verbose for Dagster's own output")
+    )
+    # The venv's own dagster: `make dev` runs this without activating the venv. Run from
+    # DAGSTER_HOME, whose dagster.yaml is the one it uses: from the project folder, dagster dev
+    # would warn that the project's dagster.yaml "will not be used", which is not so (it is linked).
     dagster = str(Path(sys.executable).parent / "dagster")
     command = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-p", str(args.port)]
+    if not args.verbose:
+        command += ["--log-format", "json"]  # records the log file keeps as they are
     # Its own process group, so that whatever it starts (code servers, run workers, log tails)
     # can be ended with it: some of them would otherwise linger until a heartbeat times out.
-    child = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, start_new_session=True)
+    child = subprocess.Popen(
+        command,
+        env={**os.environ, **environment, "PYTHONWARNINGS": _without_dev_notice()},
+        cwd=environment["DAGSTER_HOME"],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    apply_environment(environment)  # this process reads the same instance, for the run lines
+    stop = threading.Event()
+    log = open_log(log_path)
+    pump = OutputPump(log, say, verbose=args.verbose)
+    output = threading.Thread(target=pump.pump, args=(child.stdout,), daemon=True)
+    watchers = [
+        threading.Thread(
+            target=announce_ui, args=(f"http://127.0.0.1:{args.port}", say, stop), daemon=True
+        ),
+        threading.Thread(
+            target=watch_runs,
+            args=(dg.DagsterInstance.get, say, stop, dt.datetime.now(dt.UTC)),
+            daemon=True,
+        ),
+    ]
+    for thread in [output, *watchers]:
+        thread.start()
     try:
         return child.wait()
     except KeyboardInterrupt:
@@ -277,7 +333,31 @@ def _dev(args: argparse.Namespace) -> int:
             child.terminate()
             return child.wait()
     finally:
+        stop.set()
         _end_process_group(child.pid)
+        output.join(timeout=5)
+        log.close()
+        say("fastfeast dev stopped")
+
+
+def _without_dev_notice() -> str:
+    """PYTHONWARNINGS for `dagster dev`'s processes: as the caller's, less the notice that
+    `dagster dev` is superseded by `dg dev` (dagster-dg-cli, which this project does not use)."""
+    notice = "ignore:Function `dev_command` is superseded:FutureWarning"
+    return ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), notice]))
+
+
+def _printer() -> Callable[[str], None]:
+    """`print` for several threads: one message never splits another."""
+    import threading
+
+    lock = threading.Lock()
+
+    def say(text: str) -> None:
+        with lock:
+            print(text, flush=True)
+
+    return say
 
 
 def _end_process_group(group: int, grace_seconds: float = 10.0) -> None:

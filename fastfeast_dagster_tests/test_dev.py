@@ -32,14 +32,18 @@ from playwright.sync_api import expect
 from fastfeast_dagster.assets.partitions import daily_partitions, hourly_partitions
 from fastfeast_dagster.checks.rates import rate_evidence
 from fastfeast_dagster.contract import Contract
+from fastfeast_dagster.logs import LOG_FILE
 from fastfeast_dagster.synthetic import Manifest, generate
 from fastfeast_dagster_tests.browser import UI, open_ui, settle
 from fastfeast_dagster_tests.commands import (
     BIN,
+    RUN_LINE,
     dagster_exports,
     dagster_materialize,
+    dagster_run_ids,
     free_port,
     fresh_environment,
+    holds_dagster_storage,
     run_command,
 )
 from fastfeast_dagster_tests.outcomes import (
@@ -151,6 +155,74 @@ def test_the_daemon_loads_the_day_exactly_as_ingest_does(dev: Dev, contract: Con
     root = dev.state / "data"
     assert_files_load_as_expected(dev.url, root, dev.manifest)
     assert_orphans_reference_no_delivered_key(dev.url, root, contract)
+
+
+FINISHED_RUNS = (
+    "{ runsOrError(filter: {statuses: [SUCCESS, FAILURE, CANCELED]})"
+    " { ... on Runs { results { runId } } } }"
+)
+
+
+def _terminal(dev: Dev) -> list[str]:
+    return (dev.state / "dev.log").read_text().splitlines()
+
+
+def test_the_terminal_shows_a_line_per_run_and_nothing_else(dev: Dev) -> None:
+    finished = {run["runId"][:8] for run in dev.graphql(FINISHED_RUNS)["runsOrError"]["results"]}
+    assert len(finished) >= 26, "a day: the master, the batch day and 24 hours at least"
+
+    def printed() -> list[str]:
+        return [m["run"] for line in _terminal(dev) if (m := RUN_LINE.match(line))]
+
+    _wait_for(lambda: finished <= set(printed()), 30, "a line for every finished run")
+    lines = _terminal(dev)
+    root = dev.state / "data"
+    assert lines[:3] == [
+        f"watching {root}/master, {root}/input/batch and {root}/input/stream",
+        f"log: {dev.state / LOG_FILE} (everything, as JSON); one line per run here, --verbose"
+        " for Dagster's own output",
+        f"Dagster UI: http://127.0.0.1:{dev.port}  (Ctrl-C stops everything)",
+    ]
+    runs = [m for line in lines[3:] if (m := RUN_LINE.match(line))]
+    assert len(printed()) == len(set(printed())), "each run once"
+    assert len(lines) - 3 <= 2 * len(runs), lines
+    assert {m["outcome"] for m in runs} == {"ok"}
+    # What a run's line says it loaded is what its loads committed.
+    for match in (m for m in runs if m["loaded"]):
+        ((committed,),) = dev.query(
+            f"SELECT sum(valid_records) FROM pipeline_file_log WHERE run_id LIKE '{match['run']}%'"
+        )
+        assert int(match["loaded"].replace(",", "")) == committed, match.group(0)
+
+
+def test_the_log_file_keeps_everything_as_json_and_no_notice_or_pii(dev: Dev) -> None:
+    text = (dev.state / LOG_FILE).read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    loggers = {record.get("logger") for record in records}
+    # The daemon's own records, the runs' Dagster events and the project's loggers.
+    assert {"dagster.daemon.SensorDaemon", "dagster", "fastfeast_dagster.warehouse.load"} <= loggers
+    # The pinned APIs' notices are silenced in the code servers and run workers too.
+    assert "is currently in beta" not in text
+    assert "is currently in preview" not in text
+    clear = {
+        str(value)
+        for columns in dev.manifest.pii_clear_values.values()
+        for values in columns.values()
+        for value in values
+    }
+    assert clear and not [value for value in clear if value in text]
+
+
+def test_a_shell_with_the_exports_sees_the_daemons_runs(dev: Dev) -> None:
+    # `eval "$(fastfeast db env)"`, then `fastfeast ingest`: the same instance as the daemon, so
+    # nothing is loaded twice, and Dagster's storage stays out of the warehouse database.
+    exported = dev.env | dagster_exports(dev.env)
+    result = run_command(exported, "fastfeast", "ingest")
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "nothing new to ingest" in result.stdout
+    daemon_runs = {run["runId"] for run in dev.graphql(FINISHED_RUNS)["runsOrError"]["results"]}
+    assert daemon_runs <= dagster_run_ids(dev.url)
+    assert not holds_dagster_storage(dev.url)
 
 
 def test_the_asset_graph_in_the_ui_follows_the_contract(dev: Dev, contract: Contract) -> None:
@@ -526,3 +598,6 @@ def test_ctrl_c_stops_everything(dev: Dev) -> None:
     dev.process.wait(timeout=150)
     alive = [p for p in dev.family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], (alive, (dev.state / "dev.log").read_text()[-3000:])
+    terminal = _terminal(dev)
+    assert terminal[-1] == "fastfeast dev stopped"
+    assert not [line for line in terminal if "Traceback" in line or "Warning" in line]
