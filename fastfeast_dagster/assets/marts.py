@@ -11,6 +11,7 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
+from fastfeast_dagster.assets.mart_chart import mart_chart
 from fastfeast_dagster.assets.metadata import table_metadata
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.resources.warehouse import Warehouse
@@ -56,6 +57,7 @@ def build_mart_asset(
         day = int(context.partition_key.replace("-", ""))
         with warehouse.connect() as conn:
             built = rebuild_mart_day(conn, contract, name, day)
+            chart = mart_chart(conn, contract, name)
         summary = built.rows.drop(columns=["date_key", "refreshed_at"]).head(20)
         kpis = {
             f"kpi/{kpi}": dg.MetadataValue.float(float(value))
@@ -67,6 +69,7 @@ def build_mart_asset(
                 "dagster/row_count": len(built.rows),
                 **kpis,
                 "summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
+                "kpi_chart": chart,
             }
         )
 
