@@ -405,6 +405,15 @@ def test_a_mart_materialized_from_the_cli_is_charted_in_the_ui(dev: Dev) -> None
     ((orders,),) = dev.query("SELECT count(*) FROM fact_order")
     assert kpis["kpi/orders"] == orders
     assert {"kpi/revenue", "kpi/average_order_value", "kpi/cancellation_rate"} <= set(kpis)
+    # Dagster plots them by partition only for the newest 120 days before now; the mart's own
+    # chart shows the days it holds (assets/mart_chart.py), in the browser test below.
+    entries = dev.graphql(
+        '{ assetNodeOrError(assetKey: {path: ["mart_orders_daily"]}) { ... on AssetNode {'
+        " assetMaterializations(limit: 1) { metadataEntries { label"
+        " ... on MarkdownMetadataEntry { mdStr } } } } } }"
+    )["assetNodeOrError"]["assetMaterializations"][0]["metadataEntries"]
+    (chart,) = [entry["mdStr"] for entry in entries if entry["label"] == "kpi_chart"]
+    assert f"| {DAY} | {orders:,} |" in chart
 
 
 def test_sensors_and_schedules_run_in_the_ui(dev: Dev) -> None:
@@ -546,6 +555,21 @@ def test_the_ui_lists_the_folder_sensors_running(ui: UI) -> None:
                 expect(checkboxes.last).to_be_checked()
             else:
                 expect(checkboxes.last).not_to_be_checked()
+
+
+def test_the_ui_shows_the_marts_own_chart_of_the_days_it_holds(dev: Dev, ui: UI) -> None:
+    # The mart of a day long before today (the CLI test above materialized it): its chart and
+    # table show the day, where Dagster's by-partition plot shows only the last 120 days.
+    ((orders,),) = dev.query("SELECT sum(orders)::int FROM mart_orders_daily")
+    with ui.view("07-mart_orders_daily-kpi-chart", "/assets/mart_orders_daily") as page:
+        row = page.get_by_role("row").filter(has=page.get_by_text("kpi_chart", exact=True))
+        row.get_by_text("[Show Markdown]").click()
+        dialog = page.get_by_role("dialog")
+        chart = dialog.get_by_role("img", name=re.compile(r"^KPIs by day, \d+ days?, "))
+        expect(chart).to_be_visible()
+        # Drawn: the browser decoded the SVG, not a broken-image icon.
+        assert chart.evaluate("image => image.complete && image.naturalWidth > 0")
+        expect(dialog.get_by_role("row", name=re.compile(rf"^{DAY} {orders:,} "))).to_be_visible()
 
 
 def test_a_partition_run_launched_from_the_ui_succeeds(dev: Dev, ui: UI) -> None:
