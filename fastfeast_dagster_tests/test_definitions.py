@@ -124,7 +124,7 @@ def test_facts_map_each_hour_to_its_day_and_backfill_a_range_in_one_run() -> Non
 def test_the_orphan_retry_checks_less_often_than_the_folder_sensors(contract) -> None:
     intervals = {sensor.name: sensor.minimum_interval_seconds for sensor in defs.sensors}
     assert intervals["orphan_retry_sensor"] == contract.orphans.retry_check_seconds == 60
-    assert intervals["stream_files_sensor"] == contract.sensors.minimum_interval_seconds == 10
+    assert intervals["stream_files_sensor"] == contract.sensors.minimum_interval_seconds == 3
 
 
 def test_sensors_and_schedules_run_by_default() -> None:

@@ -123,6 +123,8 @@ class Partitions(_Strict):
 
 class Sensors(_Strict):
     settle_seconds: float = Field(ge=0)
+    # Largest file a tick reads to see whether it is already whole (`sources/completeness.py`).
+    complete_max_mb: float = Field(default=16, ge=0)
     minimum_interval_seconds: int = Field(ge=1)
     max_requests_per_tick: int = Field(ge=1)
     # Facts' freshness policy (`assets/tables.py`): WARN, then FAIL, when no fact hour loaded for
