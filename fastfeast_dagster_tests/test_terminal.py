@@ -100,35 +100,36 @@ LINES = [
 ]
 
 
-def test_the_terminal_gets_the_error_records_of_dagsters_processes_in_full() -> None:
+def _pump(*, verbose: bool) -> tuple[list[str], str]:
+    """LINES through an OutputPump: what the terminal got, and the log file."""
     said: list[str] = []
     log = io.StringIO()
-    pump = OutputPump(log, said.append, verbose=False)
+    pump = OutputPump(log, said.append, verbose=verbose)
     for line in LINES:
         pump.feed(line + "\n")
     pump.flush()
+    return said, log.getvalue()
+
+
+def test_the_terminal_gets_the_error_records_of_dagsters_processes_in_full() -> None:
+    said, log = _pump(verbose=False)
     assert said == [
         "Sensor stream_files_sensor failed\nTraceback (most recent call last):\nOSError: gone",
         # A record's continuation lines are part of it; the run's own failure is the run's line.
         "2026-03-02 10:15:02 +0000 - dagster - ERROR - code location failed to load\n"
         'Traceback (most recent call last):\n  File "defs.py", line 1\nImportError: nope',
     ]
-    records = [json.loads(line) for line in log.getvalue().splitlines()]
+    records = [json.loads(line) for line in log.splitlines()]
     assert len(records) == 5  # one per record, every one JSON
     assert records[1] == json.loads(DAEMON_ERROR)  # JSON records are kept as they were logged
     assert records[2]["level"] == "ERROR" and records[2]["message"].endswith("ImportError: nope")
-    assert "\x1b" not in log.getvalue()
+    assert "\x1b" not in log
 
 
 def test_verbose_prints_every_line_as_dagster_wrote_it_and_still_logs_it() -> None:
-    said: list[str] = []
-    log = io.StringIO()
-    pump = OutputPump(log, said.append, verbose=True)
-    for line in LINES:
-        pump.feed(line + "\n")
-    pump.flush()
+    said, log = _pump(verbose=True)
     assert said == LINES
-    assert len(log.getvalue().splitlines()) == 5
+    assert len(log.splitlines()) == 5
 
 
 def test_a_bare_traceback_is_an_error_and_other_text_continues_a_record() -> None:
