@@ -1,4 +1,5 @@
-"""What the terminal shows and the log file keeps (run_report.py, dev_console.py): the pure parts.
+"""What the terminal shows and the log file keeps (run_report.py, dev_console.py): the pure parts
+on crafted input, and the report of a real failed run.
 
 The same code against a real `fastfeast dev` session is in test_dev.py.
 """
@@ -8,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from fastfeast_dagster.dev_console import OutputPump, starts_record
-from fastfeast_dagster.run_report import RunReport, _row_counts, format_report
+from fastfeast_dagster.run_report import RunReport, _row_counts, format_report, report_run
 
 RUN = "6d9391e2-7fdc-409d-8299-487f0716f404"
 ENDED = dt.datetime(2026, 3, 2, 10, 15, 2)
@@ -137,3 +140,35 @@ def test_a_bare_traceback_is_an_error_and_other_text_continues_a_record() -> Non
     assert record is not None and record.is_error
     assert starts_record("  File x") is None
     assert starts_record("{not json") is None
+
+
+@pytest.mark.usefixtures("failing_team_suite", "pipeline_env")
+def test_a_real_failed_run_reports_its_tables_counts_and_error(data_dir: Path) -> None:
+    from fastfeast_dagster.definitions import defs
+
+    day = data_dir / "input" / "batch" / "2026-03-02"
+    day.mkdir(parents=True)
+    (day / "teams.csv").write_text("team_id,team_name\n1,Refunds\n2,VIP Support\n")
+    keys = [dg.AssetKey("dim_team")]
+    job = defs.resolve_implicit_job_def_def_for_assets(keys)
+    assert job is not None
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance, partition_key="2026-03-02", asset_selection=keys,
+            raise_on_error=False,
+        )  # fmt: skip
+        report = report_run(instance, result.run_id)
+    assert report is not None
+    # The load committed (checks run after it); the blocking suite then failed the run.
+    assert (report.outcome, report.partition, report.assets) == (
+        "FAILED",
+        "2026-03-02",
+        ("dim_team",),
+    )
+    assert report.rows == {"rows_loaded": 2, "rows_quarantined": 0, "rows_repaired": 0}
+    assert report.failed_checks == ("dim_team:great_expectations (ERROR)",)
+    (error,) = report.errors
+    assert "blocking asset check" in error and "Stack Trace:" in error  # in full
+    first, *rest = format_report(report).splitlines()
+    assert "FAILED" in first and "checks failed: dim_team:great_expectations (ERROR)" in first
+    assert rest and all(line.startswith("    ") for line in rest)
