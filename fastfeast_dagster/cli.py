@@ -9,7 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -260,13 +260,8 @@ def _expectations(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    import datetime as dt
-    import threading
-
-    import dagster as dg
-
     from fastfeast_dagster.contract import PROJECT_ROOT, data_root
-    from fastfeast_dagster.dev_console import OutputPump, announce_ui, open_log, watch_runs
+    from fastfeast_dagster.dev_console import console, printer, without_dev_notice
     from fastfeast_dagster.logs import log_file_path
     from fastfeast_dagster.runtime import apply_environment, dagster_environment
 
@@ -275,16 +270,11 @@ def _dev(args: argparse.Namespace) -> int:
     # Analysts can query (empty) tables from the first minute, before any file has arrived.
     _apply_schema()
     root = data_root(contract)
-    folders = [
-        root / contract.paths.master,
-        root / contract.paths.batch,
-        root / contract.paths.stream,
-    ]
-    log_path = log_file_path()
-    say = _printer()
-    say(f"watching {', '.join(map(str, folders[:-1]))} and {folders[-1]}")
+    folders = [root / contract.paths.master, root / contract.paths.batch]
+    say = printer()
+    say(f"watching {', '.join(map(str, folders))} and {root / contract.paths.stream}")
     say(
-        f"log: {log_path} (everything, as JSON)"
+        f"log: {log_file_path()} (everything, as JSON)"
         + ("" if args.verbose else "; one line per run here, --verbose for Dagster's own output")
     )
     # The venv's own dagster: `make dev` runs this without activating the venv. Run from
@@ -298,7 +288,7 @@ def _dev(args: argparse.Namespace) -> int:
     # can be ended with it: some of them would otherwise linger until a heartbeat times out.
     child = subprocess.Popen(
         command,
-        env={**os.environ, **environment, "PYTHONWARNINGS": _without_dev_notice()},
+        env={**os.environ, **environment, "PYTHONWARNINGS": without_dev_notice()},
         cwd=environment["DAGSTER_HOME"],
         start_new_session=True,
         stdout=subprocess.PIPE,
@@ -307,57 +297,19 @@ def _dev(args: argparse.Namespace) -> int:
         errors="replace",
     )
     apply_environment(environment)  # this process reads the same instance, for the run lines
-    stop = threading.Event()
-    log = open_log(log_path)
-    pump = OutputPump(log, say, verbose=args.verbose)
-    output = threading.Thread(target=pump.pump, args=(child.stdout,), daemon=True)
-    watchers = [
-        threading.Thread(
-            target=announce_ui, args=(f"http://127.0.0.1:{args.port}", say, stop), daemon=True
-        ),
-        threading.Thread(
-            target=watch_runs,
-            args=(dg.DagsterInstance.get, say, stop, dt.datetime.now(dt.UTC)),
-            daemon=True,
-        ),
-    ]
-    for thread in [output, *watchers]:
-        thread.start()
-    try:
-        return child.wait()
-    except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
+    assert child.stdout is not None
+    with console(child.stdout, say, port=args.port, verbose=args.verbose):
         try:
-            return child.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            child.terminate()
             return child.wait()
-    finally:
-        stop.set()
-        _end_process_group(child.pid)
-        output.join(timeout=5)
-        log.close()
-        say("fastfeast dev stopped")
-
-
-def _without_dev_notice() -> str:
-    """PYTHONWARNINGS for `dagster dev`'s processes: as the caller's, less the notice that
-    `dagster dev` is superseded by `dg dev` (dagster-dg-cli, which this project does not use)."""
-    notice = "ignore:Function `dev_command` is superseded:FutureWarning"
-    return ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), notice]))
-
-
-def _printer() -> Callable[[str], None]:
-    """`print` for several threads: one message never splits another."""
-    import threading
-
-    lock = threading.Lock()
-
-    def say(text: str) -> None:
-        with lock:
-            print(text, flush=True)
-
-    return say
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)
+            try:
+                return child.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                child.terminate()
+                return child.wait()
+        finally:
+            _end_process_group(child.pid)
 
 
 def _end_process_group(group: int, grace_seconds: float = 10.0) -> None:

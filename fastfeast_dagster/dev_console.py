@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import queue
 import re
 import threading
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -195,6 +196,57 @@ def announce_ui(url: str, say: Callable[[str], None], stop: threading.Event) -> 
             continue
 
 
-def open_log(path: Path) -> IO[str]:
+@contextmanager
+def console(
+    output: IO[str], say: Callable[[str], None], *, port: int, verbose: bool
+) -> Iterator[None]:
+    """While `dagster dev` runs: its output pumped to the log file (and errors to `say`), the UI
+    announced once it answers, a line said per finished run. After the block (which ends the
+    process group), the last of the output is logged and `say` reports the stop."""
+    import dagster as dg
+
+    from fastfeast_dagster.logs import log_file_path
+
+    path = log_file_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("a", encoding="utf-8")
+    stop = threading.Event()
+    with path.open("a", encoding="utf-8") as log:
+        pump = OutputPump(log, say, verbose=verbose)
+        reader = threading.Thread(target=pump.pump, args=(output,), daemon=True)
+        threads = [
+            reader,
+            threading.Thread(
+                target=announce_ui, args=(f"http://127.0.0.1:{port}", say, stop), daemon=True
+            ),
+            threading.Thread(
+                target=watch_runs,
+                args=(dg.DagsterInstance.get, say, stop, dt.datetime.now(dt.UTC)),
+                daemon=True,
+            ),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            reader.join(timeout=5)
+    say("fastfeast dev stopped")
+
+
+def printer() -> Callable[[str], None]:
+    """`print` for several threads: one message never splits another."""
+    lock = threading.Lock()
+
+    def say(text: str) -> None:
+        with lock:
+            print(text, flush=True)
+
+    return say
+
+
+def without_dev_notice() -> str:
+    """PYTHONWARNINGS for `dagster dev`'s processes: the caller's, less the notice that `dagster
+    dev` is superseded by `dg dev` (dagster-dg-cli, which this project does not use)."""
+    notice = "ignore:Function `dev_command` is superseded:FutureWarning"
+    return ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), notice]))
