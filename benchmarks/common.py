@@ -22,12 +22,25 @@ from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_databa
 
 
 @contextmanager
-def benchmark_database() -> Iterator[str]:
-    """A fresh embedded PostgreSQL in a temp dir, with one database; stopped afterwards."""
+def benchmark_database(settings: dict[str, str] | None = None) -> Iterator[str]:
+    """A fresh embedded PostgreSQL in a temp dir, with one database; stopped afterwards.
+
+    `settings` override the embedded server's own (ALTER SYSTEM, then a restart).
+    """
     work = Path(tempfile.mkdtemp(prefix="ffbench", dir="/tmp"))
     server = EmbeddedPostgres(work)
     try:
         server.start()
+        if settings:
+            with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+                for name, value in settings.items():
+                    conn.execute(
+                        sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                            sql.Identifier(name), sql.Literal(value)
+                        )
+                    )
+            server.stop()
+            server.start()
         create_database(server.url("postgres"), "bench")
         yield server.url("bench")
     finally:

@@ -193,34 +193,55 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    import datetime as dt
     import time
 
     import dagster as dg
 
     from fastfeast_dagster.ingest import RunOutcome, ingest
-    from fastfeast_dagster.run_report import format_report, report_run
+    from fastfeast_dagster.run_report import RunReport, format_report, report_run
     from fastfeast_dagster.runtime import apply_environment, dagster_environment
+    from fastfeast_dagster.warehouse.connection import is_unreachable, unreachable_message
 
     apply_environment(dagster_environment(default_contract()))
     from fastfeast_dagster.definitions import defs
 
     started = time.monotonic()
-    with dg.DagsterInstance.get() as instance:
+    try:
+        with dg.DagsterInstance.get() as instance:
 
-        def progress(run: RunOutcome) -> None:
-            report = report_run(instance, run.run_id)
-            line = format_report(report) if report else f"  FAILED  {run.partition_key}  (no run)"
-            print(line, flush=True)
+            def progress(run: RunOutcome) -> None:
+                # A run that lost its storage may have no record: its outcome says what happened.
+                report = None if run.unreachable else report_run(instance, run.run_id)
+                if report is None:
+                    report = RunReport(
+                        run_id=run.run_id,
+                        outcome="FAILED",
+                        ended=dt.datetime.now().astimezone(),
+                        partition=run.partition_key,
+                        assets=tuple(run.assets),
+                        rows={},
+                        seconds=None,
+                        failed_checks=(),
+                        errors=(run.error or "the run was not recorded",),
+                    )
+                print(format_report(report), flush=True)
 
-        summary = ingest(
-            defs,
-            instance,
-            max_wait_seconds=args.wait,
-            on_run=progress,
-            # Dagster's own console output; the run line and its errors say what matters.
-            log_level="DEBUG" if args.verbose else "CRITICAL",
-        )
+            summary = ingest(
+                defs,
+                instance,
+                max_wait_seconds=args.wait,
+                on_run=progress,
+                # Dagster's own console output; the run line and its errors say what matters.
+                log_level="DEBUG" if args.verbose else "CRITICAL",
+            )
+    except Exception as error:
+        if is_unreachable(error):  # before any run: Dagster's storage is not there
+            raise CliError(unreachable_message(os.environ[WAREHOUSE_URL_ENV])) from None
+        raise
     elapsed = time.monotonic() - started
+    if summary.unreachable and not summary.runs:
+        raise CliError(unreachable_message(os.environ[WAREHOUSE_URL_ENV]))
     if not summary.runs:
         print(f"nothing new to ingest ({elapsed:.1f} s)")
         return 0

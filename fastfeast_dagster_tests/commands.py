@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
 RUN_LINE = re.compile(
     r"^\d\d:\d\d:\d\d  (?P<outcome>ok|FAILED|CANCELED) +(?P<partition>\S+) +(?P<assets>.+?)"
     r"(?:  loaded (?P<loaded>[\d,]+) · quarantined [\d,]+ · repaired [\d,]+)?"
-    r"  [\d.]+ s(?:  checks failed: .+)?  \[(?P<run>[0-9a-f]{8})\]$"
+    r"(?:  [\d.]+ s)?(?:  checks failed: .+)?  \[(?P<run>[0-9a-f]{8})\]$"
 )
 
 

@@ -92,3 +92,25 @@ def test_an_explicit_database_url_is_used_and_nothing_is_started(
     assert _run(env, "db", "url").stdout.strip() == warehouse_url
     with psycopg.connect(warehouse_url) as conn:
         assert conn.execute("SELECT count(*) FROM dim_time").fetchone() == (1440,)
+
+
+def test_the_embedded_server_is_sized_to_the_machine(state_env: dict[str, str]) -> None:
+    from fastfeast_dagster.warehouse.embedded import server_settings
+
+    assert _run(state_env, "db", "start").returncode == 0
+    stop = _run(state_env, "db", "stop")
+    assert stop.returncode == 0, stop.stderr
+    assert _run(state_env, "db", "start").returncode == 0  # settings survive a restart
+    url = _run(state_env, "db", "url").stdout.strip()
+    wanted = server_settings(psutil.virtual_memory().total)
+    with psycopg.connect(url) as conn:
+        shown, wanted_bytes, wal = conn.execute(
+            "SELECT pg_size_bytes(current_setting('shared_buffers')), pg_size_bytes(%s),"
+            " pg_size_bytes(current_setting('max_wal_size'))",
+            (wanted["shared_buffers"],),
+        ).fetchone()
+    assert shown == wanted_bytes and wal == 8 * 2**30
+    # Above PostgreSQL's 128 MB default on any machine with more than a gigabyte.
+    assert shown > 128 * 2**20
+    conf = (Path(state_env["FASTFEAST_STATE_DIR"]) / "pg" / "postgresql.conf").read_text()
+    assert conf.count("include_if_exists = 'fastfeast.conf'") == 1

@@ -136,6 +136,25 @@ MALFORMED: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "sources.orders.rules.0: 'created' is not a column of orders",
     ),
     (
+        "index on an unknown column",
+        lambda raw: raw["sources"]["orders"]["indexes"].append(
+            {"column": "coupon", "why": "coupons"}
+        ),
+        "sources.orders.indexes.5.column: 'coupon' is not a column of orders",
+    ),
+    (
+        "index without a reason",
+        lambda raw: raw["sources"]["orders"]["indexes"].append({"column": "region_id"}),
+        "sources.orders.indexes.5.why: required key is missing",
+    ),
+    (
+        "index on the primary key",
+        lambda raw: raw["sources"]["orders"]["indexes"].append(
+            {"column": "order_id", "why": "lookups"}
+        ),
+        "sources.orders.indexes.5.column: 'order_id' is the primary key, indexed already",
+    ),
+    (
         "unknown repair policy",
         lambda raw: raw["sources"]["customers"]["columns"]["email"].update(on_invalid="drop"),
         "sources.customers.columns.email.on_invalid: unknown policy 'drop': use reject_row,"

@@ -103,17 +103,55 @@ def test_foreign_key_graph_matches_the_contract(
                 calendar = "dim_date" if derived.kind == "date_key" else "dim_time"
                 expected.add((spec.table, name, calendar, derived.kind))
     assert actual == expected
-    # Every foreign key column is indexed, so orphan checks and joins are index lookups.
-    indexed = {
-        (table, column)
-        for table, column in conn.execute(
-            "SELECT t.relname, a.attname FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid"
-            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
-            " WHERE t.relnamespace = 'public'::regnamespace"
+
+
+def _source_indexes(conn: psycopg.Connection, tables: list[str]) -> set[tuple[str, str, str]]:
+    """(table, column, method) of every index of these tables but their primary keys."""
+    return set(
+        conn.execute(
+            "SELECT t.relname, a.attname, m.amname FROM pg_index i"
+            " JOIN pg_class t ON t.oid = i.indrelid JOIN pg_class x ON x.oid = i.indexrelid"
+            " JOIN pg_am m ON m.oid = x.relam"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE t.relnamespace = 'public'::regnamespace AND NOT i.indisprimary"
+            " AND t.relname = ANY(%s)",
+            (tables,),
         ).fetchall()
+    )
+
+
+def test_the_tables_have_exactly_the_indexes_the_contract_declares(
+    conn: psycopg.Connection, contract: Contract
+) -> None:
+    apply_schema(conn, contract)
+    tables = [spec.table for spec in contract.sources.values()]
+    declared = {
+        (spec.table, index.column, index.using)
+        for spec in contract.sources.values()
+        for index in spec.indexes
     }
-    for table, column, _parent, _parent_column in expected:
-        assert (table, column) in indexed, (table, column)
+    assert _source_indexes(conn, tables) == declared
+    # The decision: the FKs that analysts filter on or children join through are indexed,
+    # the low-cardinality lookups are not (their FKs are still declared and enforced).
+    assert ("fact_order", "customer_id", "btree") in declared
+    assert ("fact_ticket", "order_id", "btree") in declared
+    assert not {(t, c) for t, c, _ in declared} & {
+        ("fact_order", "region_id"),
+        ("dim_customer", "segment_id"),
+        ("fact_ticket", "priority_id"),
+    }
+
+
+def test_an_index_the_contract_drops_goes_and_one_made_by_hand_stays(
+    conn: psycopg.Connection, contract: Contract
+) -> None:
+    apply_schema(conn, contract)
+    conn.execute("CREATE INDEX idx_fact_order_region_id ON fact_order (region_id)")
+    conn.execute("CREATE INDEX analysts_orders_by_status ON fact_order (order_status)")
+    conn.commit()
+    apply_schema(conn, contract)
+    found = {column for _, column, _ in _source_indexes(conn, ["fact_order"])}
+    assert "region_id" not in found and "order_status" in found
 
 
 def test_operational_tables_keep_the_reference_column_names(
@@ -255,3 +293,25 @@ def test_a_schema_change_steps_back_for_running_loads_instead_of_queueing_before
         assert not migration.is_alive()
     with psycopg.connect(warehouse_url) as conn:
         assert conn.execute("SELECT team_lead FROM dim_team").fetchall() == []
+
+
+def test_a_warehouse_with_the_old_sla_materialized_view_gets_the_state_and_views(
+    conn: psycopg.Connection, contract: Contract
+) -> None:
+    apply_schema(conn, contract)
+    # The layout before the SLA state: a materialized view named ticket_sla, nothing else.
+    conn.execute("DROP VIEW v_ticket_sla_performance")
+    conn.execute("DROP VIEW ticket_sla")
+    conn.execute("DROP TABLE ticket_sla_state")
+    conn.execute("CREATE MATERIALIZED VIEW ticket_sla AS SELECT ticket_id FROM fact_ticket")
+    conn.commit()
+    assert apply_schema(conn, contract) > 0
+    kinds = dict(
+        conn.execute(
+            "SELECT relname, relkind FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            " AND relname IN ('ticket_sla', 'ticket_sla_state', 'v_ticket_sla_performance')"
+        ).fetchall()
+    )
+    assert kinds == {"ticket_sla": "v", "ticket_sla_state": "r", "v_ticket_sla_performance": "v"}
+    # And then it is up to date: nothing more to apply.
+    assert apply_schema(conn, contract) == 0

@@ -138,6 +138,17 @@ def _check_source(contract: Contract, name: str, spec: SourceSpec) -> Iterator[s
 
     yield from policy_problems(spec, at)
 
+    indexed: set[str] = set()
+    for index, declared in enumerate(spec.indexes):
+        key = f"{at}.indexes.{index}.column"
+        if declared.column not in {*spec.columns, *spec.derived, "_partition_key"}:
+            yield f"{key}: {declared.column!r} is not a column of {name}"
+        elif declared.column == spec.primary_key:
+            yield f"{key}: {declared.column!r} is the primary key, indexed already"
+        elif declared.column in indexed:
+            yield f"{key}: {declared.column!r} is indexed twice"
+        indexed.add(declared.column)
+
     for index, fk in enumerate(spec.foreign_keys):
         key = f"{at}.foreign_keys.{index}"
         if fk.column not in spec.columns:

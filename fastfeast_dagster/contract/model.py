@@ -86,6 +86,15 @@ class SumEqualsRule(_Strict):
 CrossFieldRule = Annotated[NotBeforeRule | SumEqualsRule, Field(discriminator="kind")]
 
 
+class IndexSpec(_Strict):
+    """An index on one column of the source's table, and why it earns its cost on every load."""
+
+    column: str
+    # btree for lookups and joins; brin for a column that grows with load order (a date key).
+    using: Literal["btree", "brin"] = "btree"
+    why: str = Field(min_length=1)
+
+
 class SourceSpec(_Strict):
     kind: SourceKind
     table: str
@@ -96,6 +105,8 @@ class SourceSpec(_Strict):
     foreign_keys: list[ForeignKey] = []
     derived: dict[str, DerivedColumn] = {}
     rules: list[CrossFieldRule] = []
+    # The table's indexes besides its primary key; the schema has exactly these.
+    indexes: list[IndexSpec] = []
     owners: list[str] = []
 
     def file_format(self, folder: FolderKind) -> FileFormat:
@@ -139,14 +150,6 @@ class Orphans(_Strict):
     retry_window_hours: float = Field(gt=0)
     promotion_cron: str
     retry_check_seconds: int = Field(default=60, gt=0)
-
-
-class Sla(_Strict):
-    refresh_minutes: int = Field(ge=1, le=59)
-
-
-class Marts(_Strict):
-    refresh_cron: str
 
 
 class QuarantineThresholds(_Strict):
@@ -210,6 +213,26 @@ class Alerts(_Strict):
     smtp: Smtp
 
 
+class ColumnNames(_Strict):
+    """How the names a file gives its columns (CSV header, JSON keys) meet the contract's, which
+    are lower-case identifiers: ` Email` and `EMAIL` are the column `email`."""
+
+    trim: bool = True
+    ignore_case: bool = True
+
+    def normalise(self, name: str) -> str:
+        name = name.strip() if self.trim else name
+        return name.lower() if self.ignore_case else name
+
+
+class Retries(_Strict):
+    """Self-healing (`sensors/healing.py`): how often a partition whose run failed or died is
+    requested again, and how long it waits before each re-run after the first."""
+
+    max_attempts: int = Field(default=4, ge=0)
+    backoff_seconds: float = Field(default=60, ge=0)
+
+
 # Fields whose values may be `${VAR}` references: credentials and addresses of the alert mailer.
 SECRET_FIELDS = {("alerts", "smtp", field) for field in Smtp.model_fields}
 
@@ -219,8 +242,6 @@ class Contract(_Strict):
     partitions: Partitions
     sensors: Sensors
     orphans: Orphans
-    sla: Sla
-    marts: Marts
     quarantine: QuarantineThresholds
     repair: Repair = Repair()
     calendar: Calendar
@@ -231,6 +252,8 @@ class Contract(_Strict):
     pii: Pii
     alerts: Alerts
     sources: dict[str, SourceSpec]
+    column_names: ColumnNames = ColumnNames()
+    retries: Retries = Retries()
 
     @property
     def dimensions(self) -> dict[str, SourceSpec]:

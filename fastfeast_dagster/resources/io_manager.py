@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from fastfeast_dagster.batch import LoadBatch, LoadReport
+from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.warehouse.load import load_batch
 from fastfeast_dagster.warehouse.readback import read_rows
@@ -34,12 +35,9 @@ class PostgresIOManager(dg.ConfigurableIOManager):
                 asset_key=context.asset_key.to_user_string(),
                 run_id=context.run_id,
             )
-            rows_in_table, rows_in_partitions = _row_counts(
-                conn, contract.warehouse.schema_name, report.table, obj
-            )
+            partition_rows = _partition_rows(conn, contract, obj, report)
         context.add_output_metadata(
-            {**report_metadata(report), "dagster/row_count": rows_in_table}
-            | {"dagster/partition_row_count": rows_in_partitions}
+            {**report_metadata(report), "dagster/partition_row_count": partition_rows}
         )
         context.log_event(
             dg.AssetObservation(
@@ -83,11 +81,18 @@ def report_metadata(report: LoadReport) -> dict[str, object]:
     }
 
 
-def _row_counts(
-    conn: psycopg.Connection, schema: str, table: str, batch: LoadBatch
-) -> tuple[int, int]:
-    query = sql.SQL(
-        "SELECT count(*), count(*) FILTER (WHERE _partition_key = ANY(%s)) FROM {}"
-    ).format(sql.Identifier(schema, table))
-    total, partition = conn.execute(query, (batch.partition_keys,)).fetchone()
-    return int(total), int(partition)
+def _partition_rows(
+    conn: psycopg.Connection, contract: Contract, batch: LoadBatch, report: LoadReport
+) -> int:
+    """The rows the batch's partitions hold, without a statement over the whole table.
+
+    A fact hour owns its rows (an index lookup by `_partition_key`); a dimension day is the
+    snapshot of its members, each of which the load left in the table.
+    """
+    if contract.sources[batch.source].kind != "fact":
+        return report.rows_loaded
+    query = sql.SQL("SELECT count(*) FROM {} WHERE _partition_key = ANY(%s)").format(
+        sql.Identifier(contract.warehouse.schema_name, report.table)
+    )
+    row = conn.execute(query, (batch.partition_keys,)).fetchone()
+    return int(row[0]) if row else 0

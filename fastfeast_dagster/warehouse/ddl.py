@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from fastfeast_dagster.batch import LINEAGE_COLUMNS, PARTITION_COLUMN
+from fastfeast_dagster.batch import LINEAGE_COLUMNS
 from fastfeast_dagster.contract import Contract, Reference, SourceSpec, TableColumn
 from fastfeast_dagster.warehouse.fixed_tables import (
     FILL_DIM_DATE,
@@ -25,7 +25,7 @@ from fastfeast_dagster.warehouse.fixed_tables import (
     FIXED_COLUMNS,
     FIXED_TABLES,
 )
-from fastfeast_dagster.warehouse.sla import SLA_VIEW, sla_view_statement
+from fastfeast_dagster.warehouse.sla import sla_statements
 
 # Held while the schema is applied, so concurrent run workers do not race each other's DDL.
 _SCHEMA_LOCK_ID = 0x0FA57FEA57
@@ -38,15 +38,6 @@ def _definition(column: TableColumn) -> sql.Composable:
         sql.SQL("" if column.nullable else " NOT NULL"),
         sql.SQL(f" DEFAULT {column.default}" if column.default else ""),
     )
-
-
-def _index_columns(contract: Contract, source: str) -> list[str]:
-    spec = contract.sources[source]
-    columns = [ref.column for ref in contract.relations.parents_of(source)]
-    if spec.kind == "fact":
-        # Facts replace whole partitions; dimensions are only ever upserted by key.
-        columns.append(PARTITION_COLUMN)
-    return columns
 
 
 def _index_name(spec: SourceSpec, column: str) -> str:
@@ -87,12 +78,22 @@ def _source_table_statements(
             for column in columns
             if column.nullable and (spec.table, column.name) in catalog.not_null
         ]
+    declared = {_index_name(spec, index.column): index for index in spec.indexes}
     statements += [
-        sql.SQL("CREATE INDEX {} ON {} ({})").format(
-            sql.Identifier(_index_name(spec, column)), table, sql.Identifier(column)
+        sql.SQL("CREATE INDEX {} ON {} USING {} ({})").format(
+            sql.Identifier(name), table, sql.SQL(index.using), sql.Identifier(index.column)
         )
-        for column in _index_columns(contract, source)
-        if _index_name(spec, column) not in catalog.relations
+        for name, index in declared.items()
+        if name not in catalog.relations
+    ]
+    # An index the contract no longer declares costs every load and serves nobody: ours go
+    # (they hold no data); one named otherwise was made by hand and is left alone.
+    statements += [
+        sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name))
+        for table_name, name in sorted(catalog.indexes)
+        if table_name == spec.table
+        and name.startswith(f"idx_{spec.table}_")
+        and name not in declared
     ]
     return statements
 
@@ -105,6 +106,7 @@ class _Catalog:
     relations: frozenset[str]
     columns: frozenset[tuple[str, str]]
     not_null: frozenset[tuple[str, str]]
+    indexes: frozenset[tuple[str, str]]  # (table, index) besides primary keys
     foreign_keys: frozenset[str]
     calendar_rows: tuple[int, int]
 
@@ -112,7 +114,9 @@ class _Catalog:
 def _read_catalog(cur: psycopg.Cursor, schema: str) -> _Catalog:
     cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
     if cur.fetchone() is None:
-        return _Catalog(False, frozenset(), frozenset(), frozenset(), frozenset(), (0, 0))
+        return _Catalog(
+            False, frozenset(), frozenset(), frozenset(), frozenset(), frozenset(), (0, 0)
+        )
     cur.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s",
@@ -128,6 +132,13 @@ def _read_catalog(cur: psycopg.Cursor, schema: str) -> _Catalog:
     columns = frozenset((row[0], row[1]) for row in found)
     not_null = frozenset((row[0], row[1]) for row in found if row[2])
     cur.execute(
+        "SELECT t.relname, i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
+        " WHERE n.nspname = %s AND NOT x.indisprimary",
+        (schema,),
+    )
+    indexes = frozenset((row[0], row[1]) for row in cur.fetchall())
+    cur.execute(
         "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
         " WHERE n.nspname = %s AND c.contype = 'f'",
         (schema,),
@@ -142,7 +153,7 @@ def _read_catalog(cur: psycopg.Cursor, schema: str) -> _Catalog:
         )
         row = cur.fetchone()
         calendar = (int(row[0]), int(row[1])) if row else (0, 0)
-    return _Catalog(True, relations, columns, not_null, keys, calendar)
+    return _Catalog(True, relations, columns, not_null, indexes, keys, calendar)
 
 
 def pending_statements(
@@ -183,9 +194,7 @@ def pending_statements(
             )
         )
         statements.append(sql.SQL(FILL_DIM_TIME.format(schema=ident)))  # type: ignore[arg-type]
-    view = sla_view_statement(contract)
-    if view is not None and SLA_VIEW not in catalog.relations:
-        statements.append(view)
+    statements += sla_statements(contract, catalog.relations)
     return statements
 
 

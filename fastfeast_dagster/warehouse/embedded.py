@@ -150,6 +150,8 @@ class EmbeddedPostgres:
             server = wheel.PostgresServer(
                 pgdata, cleanup_mode=None, postgres_version=POSTGRES_MAJOR_VERSION
             )
+            server.ensure_pgdata_inited()
+            _write_settings(pgdata, server_settings(psutil.virtual_memory().total))
             server.start()
         except subprocess.SubprocessError as error:
             command = Path(str(error.cmd[0])).name if getattr(error, "cmd", None) else "postgres"
@@ -179,6 +181,42 @@ class EmbeddedPostgres:
             raise RuntimeError(f"{status.describe()}: run `fastfeast db start` first")
         scheme = f"postgresql+{driver}" if driver else "postgresql"
         return f"{scheme}://postgres@/{database}?host={status.socket_dir}"
+
+
+# What the server reads at start from its data directory, besides PostgreSQL's defaults.
+_SETTINGS_FILE = "fastfeast.conf"
+_INCLUDE = f"include_if_exists = '{_SETTINGS_FILE}'"
+
+
+def server_settings(memory_bytes: int) -> dict[str, str]:
+    """The embedded server's memory and WAL settings, sized to the machine it runs on.
+
+    PostgreSQL's defaults fit a 2005 laptop: with 128 MB of shared buffers the indexes of a
+    year-old fact table no longer fit and every load's index inserts turn into random reads, and
+    a 1 GB WAL budget forces a checkpoint in the middle of one large load. A server we did not
+    start keeps its own settings: this file lives in the embedded data directory only.
+    """
+    mb = memory_bytes // 2**20
+    return {
+        # An eighth of memory: the OS cache holds the rest, and Dagster's processes share it.
+        "shared_buffers": f"{max(128, min(mb // 8, 8192))}MB",
+        "effective_cache_size": f"{max(512, mb // 2)}MB",
+        "maintenance_work_mem": f"{max(64, min(mb // 32, 1024))}MB",
+        "max_wal_size": "8GB",
+        "min_wal_size": "1GB",
+        "checkpoint_timeout": "15min",
+    }
+
+
+def _write_settings(pgdata: Path, settings: dict[str, str]) -> None:
+    """The settings file, included from postgresql.conf (read at the next start)."""
+    lines = ["# Written by fastfeast_dagster/warehouse/embedded.py at each start.\n"]
+    lines += [f"{name} = '{value}'\n" for name, value in settings.items()]
+    (pgdata / _SETTINGS_FILE).write_text("".join(lines))
+    config = pgdata / "postgresql.conf"
+    text = config.read_text()
+    if _INCLUDE not in text:
+        config.write_text(f"{text.rstrip()}\n{_INCLUDE}\n")
 
 
 def _is_postgres(pid: int) -> bool:

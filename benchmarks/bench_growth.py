@@ -1,0 +1,196 @@
+"""Benchmark: what one hour costs as the warehouse grows (0, 2, 5 and 10 M orders stored).
+
+    python benchmarks/bench_growth.py [--sizes 0 2 5 10] [--hour-orders 20000] [--rounds 3]
+                                      [--postgres-defaults]
+
+An hour of `--hour-orders` orders (from the synthetic generator) is read, validated, masked and
+loaded with `load_batch` into a warehouse whose fact_order already holds N million rows, filled
+by SQL (random UUID keys, valid parents, spread over the year before the hour) rather than
+through the pipeline. At each size: the median of `--rounds` loads of fresh hours, their upsert
+stage, the partition row count the IO manager reports, and the GE check of one hour (read back +
+validate). The ratio to the empty warehouse is the result; the target is <= 1.5x at 10 M.
+`--postgres-defaults` runs the same on PostgreSQL's default memory and WAL settings instead of
+the embedded server's sized ones, to show what the sizing buys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from fastfeast_dagster.batch import PartitionFile
+from fastfeast_dagster.contract import EXPECTATIONS_DIR, load_contract
+from fastfeast_dagster.validation.prepare import prepare_batch
+from fastfeast_dagster.warehouse.ddl import apply_schema
+from fastfeast_dagster.warehouse.load import load_batch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import benchmark_database
+
+DAY = dt.date(2026, 3, 2)
+HOUR = 19  # the generator's busiest hour, loaded once per round and removed again
+ORDERS_AT_SCALE_ONE = 270  # orders in hour 19 at scale 1
+KEY = b"benchmark-key"
+# What PostgreSQL itself defaults to, for --postgres-defaults.
+POSTGRES_DEFAULTS = {
+    "shared_buffers": "128MB",
+    "effective_cache_size": "4GB",
+    "maintenance_work_mem": "64MB",
+    "max_wal_size": "1GB",
+    "min_wal_size": "80MB",
+    "checkpoint_timeout": "5min",
+}
+
+_FILL = """
+INSERT INTO fact_order (order_id, customer_id, restaurant_id, driver_id, region_id,
+    order_amount, delivery_fee, discount_amount, total_amount, order_status, payment_method,
+    order_created_at, delivered_at, date_key, time_key,
+    _source_file, _source_row, _partition_key, _run_id)
+SELECT md5('stored' || g)::uuid::text,
+       1 + g %% %(customers)s, 1 + g %% %(restaurants)s, 1 + g %% %(drivers)s, 1 + g %% 18,
+       100, 10, 0, 110, 'Delivered', 'card', at, at + interval '35 minutes',
+       to_char(at, 'YYYYMMDD')::integer, extract(hour FROM at)::integer * 100,
+       'filled.json', g, to_char(at, 'YYYY-MM-DD-HH24:00'), 'bench-fill'
+FROM generate_series(%(first)s, %(last)s) AS g,
+     LATERAL (SELECT %(day)s::timestamp - make_interval(secs => 1 + g %% 31536000)) AS t(at)
+"""
+
+
+def hour_files(orders: int) -> Path:
+    """Generated once per size and reused: the generator is not what is measured."""
+    from fastfeast_dagster.synthetic import generate
+
+    root = Path(f"/tmp/fastfeast-growth-{orders}")
+    if not (root / "input" / "stream" / str(DAY) / f"{HOUR:02d}").exists():
+        generate(root, DAY, hours=[HOUR], scale=orders / ORDERS_AT_SCALE_ONE)
+    return root
+
+
+def load_dimensions(conn: psycopg.Connection, root: Path) -> dict[str, int]:
+    contract = load_contract()
+    master = contract.partitions.batch_start_date.isoformat()
+    apply_schema(conn, contract)
+    for name in contract.load_order():
+        spec = contract.sources[name]
+        if spec.kind == "dimension":
+            path = root / "master" / spec.files["master"]
+            files = [PartitionFile(path, "master", master)]
+            batch = prepare_batch(name, files, contract, root, KEY)
+            load_batch(conn, contract, batch, asset_key=spec.table, run_id="bench-dims")
+    counts = {}
+    for table in ("dim_customer", "dim_restaurant", "dim_driver"):
+        (counts[table],) = conn.execute(f"SELECT max({table[4:]}_id) FROM {table}").fetchone()
+    conn.commit()
+    return counts
+
+
+def fill(conn: psycopg.Connection, first: int, last: int, parents: dict[str, int]) -> float:
+    """Orders `first`..`last` by SQL; their keys are valid by construction (no FK triggers)."""
+    started = time.perf_counter()
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(
+            _FILL,
+            {
+                "customers": parents["dim_customer"],
+                "restaurants": parents["dim_restaurant"],
+                "drivers": parents["dim_driver"],
+                "first": first,
+                "last": last,
+                "day": str(DAY),
+            },
+        )
+    conn.commit()
+    conn.autocommit = True
+    conn.execute("VACUUM ANALYZE fact_order")
+    conn.autocommit = False
+    return time.perf_counter() - started
+
+
+def measure(conn: psycopg.Connection, root: Path, hour: int = HOUR) -> dict[str, float]:
+    """Prepare and load one hour; then the GE check of it."""
+    from fastfeast_dagster.checks.runner import run_suite
+    from fastfeast_dagster.warehouse.readback import read_rows
+
+    contract = load_contract()
+    partition = f"{DAY}-{hour:02d}:00"
+    path = root / "input" / "stream" / str(DAY) / f"{hour:02d}" / "orders.json"
+    batch = prepare_batch("orders", [PartitionFile(path, "stream", partition)], contract, root, KEY)
+    started = time.perf_counter()
+    report = load_batch(conn, contract, batch, asset_key="fact_order", run_id=f"bench-{hour}")
+    loaded = time.perf_counter()
+    conn.execute("SELECT count(*) FROM fact_order WHERE _partition_key = %s", (partition,))
+    conn.commit()
+    counted = time.perf_counter()
+    frame = read_rows(conn, contract, "orders", [partition])
+    run_suite(frame, EXPECTATIONS_DIR / "fact_order.json")
+    checked = time.perf_counter()
+    # Undo the hour, so that every round loads into a warehouse of the same size.
+    with conn.transaction():
+        conn.execute("DELETE FROM fact_order WHERE _partition_key = %s", (partition,))
+        conn.execute("DELETE FROM pipeline_file_log WHERE partition_key = %s", (partition,))
+        conn.execute("DELETE FROM quarantine WHERE partition_key = %s", (partition,))
+        conn.execute("DELETE FROM value_repair WHERE partition_key = %s", (partition,))
+    return {
+        "load_batch": loaded - started,
+        "upsert": report.stage_seconds.get("upsert", 0.0),
+        "partition_count": counted - loaded,
+        "ge_check": checked - counted,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=float, nargs="+", default=[0, 2, 5, 10])
+    parser.add_argument("--hour-orders", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--postgres-defaults", action="store_true")
+    args = parser.parse_args()
+    settings = POSTGRES_DEFAULTS if args.postgres_defaults else None
+    root = hour_files(args.hour_orders)
+    rows: list[tuple[float, dict[str, float], float]] = []
+    with benchmark_database(settings) as url, psycopg.connect(url) as conn:
+        buffers, wal = conn.execute(
+            "SELECT current_setting('shared_buffers'), current_setting('max_wal_size')"
+        ).fetchone()
+        conn.commit()
+        print(f"server: shared_buffers {buffers}, max_wal_size {wal}")
+        parents = load_dimensions(conn, root)
+        measure(conn, root)  # warm: Great Expectations' import is not what is measured
+        stored = 0
+        for size in sorted(args.sizes):
+            target = int(size * 1_000_000)
+            filled = fill(conn, stored + 1, target, parents) if target > stored else 0.0
+            stored = max(stored, target)
+            rounds = [measure(conn, root) for _ in range(args.rounds)]
+            medians = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
+            rows.append((size, medians, filled))
+            print(f"  {size:g} M stored (filled in {filled:.0f} s): {medians}", flush=True)
+    empty = rows[0][1]
+    print(f"\none {args.hour_orders:,}-order hour as fact_order grows (medians of {args.rounds})")
+    print(
+        f"{'stored':>8} {'load_batch s':>13} {'x empty':>8} {'upsert s':>9} "
+        f"{'hour count s':>13} {'GE check s':>11}"
+    )
+    for size, medians, _ in rows:
+        print(
+            f"{size:>6g} M {medians['load_batch']:13.2f} "
+            f"{medians['load_batch'] / empty['load_batch']:8.2f} {medians['upsert']:9.2f} "
+            f"{medians['partition_count']:13.3f} {medians['ge_check']:11.2f}"
+        )
+    print(
+        f"\nratio at {rows[-1][0]:g} M: {rows[-1][1]['load_batch'] / empty['load_batch']:.2f}x"
+        " the empty warehouse (target <= 1.5x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
