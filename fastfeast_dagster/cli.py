@@ -9,7 +9,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,8 +27,6 @@ class CliError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Dagster flags beta/preview APIs on every import; they are pinned here, the notice is noise.
-    warnings.filterwarnings("ignore", message=r".*(currently in beta|in preview).*")
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -71,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--wait", type=float, default=120.0, help="seconds to wait for files still being written"
     )
+    ingest.add_argument(
+        "--verbose", action="store_true", help="print Dagster's run events too (DEBUG)"
+    )
     ingest.set_defaults(handler=_ingest)
 
     demo = commands.add_parser(
@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
     dev = commands.add_parser("dev", help="run the Dagster UI and daemon on the embedded default")
     dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--verbose", action="store_true", help="print Dagster's own output too")
     dev.set_defaults(handler=_dev)
     return parser
 
@@ -192,27 +193,47 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    import datetime as dt
     import time
 
     import dagster as dg
 
     from fastfeast_dagster.ingest import RunOutcome, ingest
+    from fastfeast_dagster.run_report import RunReport, format_report, report_run
     from fastfeast_dagster.runtime import apply_environment, dagster_environment
     from fastfeast_dagster.warehouse.connection import is_unreachable, unreachable_message
 
     apply_environment(dagster_environment(default_contract()))
     from fastfeast_dagster.definitions import defs
 
-    def progress(run: RunOutcome) -> None:
-        state = "ok" if run.success else "FAILED"
-        line = f"  {state:6} {run.partition_key}  {', '.join(run.assets)}  (run {run.run_id[:8]})"
-        print(f"{line}: {run.error}" if run.error else line, flush=True)
-
     started = time.monotonic()
     try:
         with dg.DagsterInstance.get() as instance:
+
+            def progress(run: RunOutcome) -> None:
+                # A run that lost its storage may have no record: its outcome says what happened.
+                report = None if run.unreachable else report_run(instance, run.run_id)
+                if report is None:
+                    report = RunReport(
+                        run_id=run.run_id,
+                        outcome="FAILED",
+                        ended=dt.datetime.now().astimezone(),
+                        partition=run.partition_key,
+                        assets=tuple(run.assets),
+                        rows={},
+                        seconds=None,
+                        failed_checks=(),
+                        errors=(run.error or "the run was not recorded",),
+                    )
+                print(format_report(report), flush=True)
+
             summary = ingest(
-                defs, instance, max_wait_seconds=args.wait, on_run=progress, log_level="CRITICAL"
+                defs,
+                instance,
+                max_wait_seconds=args.wait,
+                on_run=progress,
+                # Dagster's own console output; the run line and its errors say what matters.
+                log_level="DEBUG" if args.verbose else "CRITICAL",
             )
     except Exception as error:
         if is_unreachable(error):  # before any run: Dagster's storage is not there
@@ -261,32 +282,55 @@ def _expectations(args: argparse.Namespace) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     from fastfeast_dagster.contract import PROJECT_ROOT, data_root
-    from fastfeast_dagster.runtime import dagster_environment
+    from fastfeast_dagster.dev_console import console, printer, without_dev_notice
+    from fastfeast_dagster.logs import log_file_path
+    from fastfeast_dagster.runtime import apply_environment, dagster_environment
 
     contract = default_contract()
-    env = {**os.environ, **dagster_environment(contract)}
+    environment = dagster_environment(contract)
     # Analysts can query (empty) tables from the first minute, before any file has arrived.
     _apply_schema()
     root = data_root(contract)
-    print(f"Dagster UI: http://127.0.0.1:{args.port}  (Ctrl-C stops everything)")
-    print(f"watching {root / contract.paths.batch} and {root / contract.paths.stream}")
-    # The venv's own dagster: `make dev` runs this without activating the venv.
+    folders = [root / contract.paths.master, root / contract.paths.batch]
+    say = printer()
+    say(f"watching {', '.join(map(str, folders))} and {root / contract.paths.stream}")
+    say(
+        f"log: {log_file_path()} (everything, as JSON)"
+        + ("" if args.verbose else "; one line per run here, --verbose for Dagster's own output")
+    )
+    # The venv's own dagster: `make dev` runs this without activating the venv. Run from
+    # DAGSTER_HOME, whose dagster.yaml is the one it uses: from the project folder, dagster dev
+    # would warn that the project's dagster.yaml "will not be used", which is not so (it is linked).
     dagster = str(Path(sys.executable).parent / "dagster")
     command = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-p", str(args.port)]
+    if not args.verbose:
+        command += ["--log-format", "json"]  # records the log file keeps as they are
     # Its own process group, so that whatever it starts (code servers, run workers, log tails)
     # can be ended with it: some of them would otherwise linger until a heartbeat times out.
-    child = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, start_new_session=True)
-    try:
-        return child.wait()
-    except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
+    child = subprocess.Popen(
+        command,
+        env={**os.environ, **environment, "PYTHONWARNINGS": without_dev_notice()},
+        cwd=environment["DAGSTER_HOME"],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    apply_environment(environment)  # this process reads the same instance, for the run lines
+    assert child.stdout is not None
+    with console(child.stdout, say, port=args.port, verbose=args.verbose):
         try:
-            return child.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            child.terminate()
             return child.wait()
-    finally:
-        _end_process_group(child.pid)
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)
+            try:
+                return child.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                child.terminate()
+                return child.wait()
+        finally:
+            _end_process_group(child.pid)
 
 
 def _end_process_group(group: int, grace_seconds: float = 10.0) -> None:

@@ -16,8 +16,9 @@ from fastfeast_dagster.assets.tables import (
     build_history_specs,
     build_table_assets,
 )
-from fastfeast_dagster.checks.asset_checks import build_freshness_checks, build_table_checks
+from fastfeast_dagster.checks.asset_checks import build_table_checks
 from fastfeast_dagster.contract import cached_contract, contract_path
+from fastfeast_dagster.notices import silence_pinned_api_notices
 from fastfeast_dagster.resources.io_manager import PostgresIOManager
 from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.sensors.alerts import build_alert_sensors
@@ -26,11 +27,12 @@ from fastfeast_dagster.sensors.folders import build_folder_sensor
 from fastfeast_dagster.sensors.orphans import build_orphan_retry_sensor
 from fastfeast_dagster.sensors.retries import build_run_retry_sensor
 
+# Before anything is built: code servers and run workers load this module, not the CLI.
+silence_pinned_api_notices()
 config_path = contract_path()
 contract = cached_contract(config_path)
 partitions = partitions_by_kind(contract)
 warehouse = Warehouse(contract_path=str(config_path))
-freshness_checks = build_freshness_checks(contract)
 
 calendar = calendar_assets(contract)
 # Daily assets derived from the facts, parents first: the derived-tables sensor runs them.
@@ -57,16 +59,13 @@ defs = dg.Definitions(
         lambda spec: spec if spec.owners else spec.replace_attributes(owners=contract.owners),
         assets,
     ),
-    asset_checks=[*table_checks, *freshness_checks],
+    asset_checks=table_checks,
     sensors=[
         build_folder_sensor("batch", contract, partitions["dimension"]),
         build_folder_sensor("stream", contract, partitions["fact"]),
         build_orphan_retry_sensor(contract),
         build_run_retry_sensor(contract),
         build_derived_sensor(contract, calendar, derived, partitions["dimension"]),
-        dg.build_sensor_for_freshness_checks(
-            freshness_checks=freshness_checks, default_status=dg.DefaultSensorStatus.RUNNING
-        ),
         *build_alert_sensors(contract),
     ],
     schedules=build_maintenance_schedules(contract),

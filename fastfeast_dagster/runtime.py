@@ -6,11 +6,7 @@ import os
 from pathlib import Path
 
 from fastfeast_dagster.contract import PROJECT_ROOT, Contract, state_root
-from fastfeast_dagster.warehouse.connection import (
-    DAGSTER_STORAGE_ENV,
-    WAREHOUSE_URL_ENV,
-    resolve_database_urls,
-)
+from fastfeast_dagster.warehouse.connection import WAREHOUSE_URL_ENV, resolve_database_urls
 
 INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
 
@@ -20,12 +16,12 @@ def dagster_environment(contract: Contract) -> dict[str, str]:
 
     DAGSTER_HOME is a directory under the state dir whose `dagster.yaml` links to the project's,
     so compute logs and local artefacts stay out of the source tree while the config stays single.
+    Dagster's storage needs no variable: every process resolves it (`dagster_storage.py`).
     """
     urls = resolve_database_urls(contract)
     home = dagster_home(contract)
     return {
         WAREHOUSE_URL_ENV: urls.warehouse,
-        DAGSTER_STORAGE_ENV: urls.dagster,
         "DAGSTER_HOME": str(home),
         # Great Expectations: no usage analytics from a pipeline process.
         "GX_ANALYTICS_ENABLED": "false",

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
+
 from fastfeast_dagster.contract import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
+# A finished run as the terminal shows it (run_report.py::format_report).
+RUN_LINE = re.compile(
+    r"^\d\d:\d\d:\d\d  (?P<outcome>ok|FAILED|CANCELED) +(?P<partition>\S+) +(?P<assets>.+?)"
+    r"(?:  loaded (?P<loaded>[\d,]+) · quarantined [\d,]+ · repaired [\d,]+)?"
+    r"(?:  [\d.]+ s)?(?:  checks failed: .+)?  \[(?P<run>[0-9a-f]{8})\]$"
+)
 
 
 def run_command(
@@ -64,3 +73,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def dagster_run_ids(warehouse_url: str) -> set[str]:
+    """The runs in the embedded server's Dagster storage (its `dagster` database)."""
+    with psycopg.connect(warehouse_url, dbname="dagster") as conn:
+        return {run_id for (run_id,) in conn.execute("SELECT run_id FROM runs")}
+
+
+def holds_dagster_storage(warehouse_url: str) -> bool:
+    """Whether Dagster's run storage has tables in the warehouse database."""
+    with psycopg.connect(warehouse_url) as conn:
+        (found,) = conn.execute("SELECT to_regclass('public.runs') IS NOT NULL").fetchone() or (0,)
+    return bool(found)

@@ -120,6 +120,8 @@ def test_quarantine_rate_trips_on_a_bad_hour_and_passes_on_a_clean_day(
     assert not rate.passed
     assert rate.severity == dg.AssetCheckSeverity.ERROR
     assert rate.metadata["quarantine_rate"].value == 1.0
+    assert rate.metadata["quarantine_rate_at_least"].value > 0.25
+    assert "above the 25% error rate" in (rate.description or "")
     # The rejects show on the quarantine asset of the lineage graph too.
     (observation,) = [
         event.asset_observation_data.asset_observation
@@ -174,3 +176,20 @@ def test_the_history_check_passes_and_catches_an_overlapping_version(
     assert not check.passed
     failed = {f["type"] for f in check.metadata["failed_expectations"].value}
     assert "expect_column_pair_values_to_be_equal" in failed  # valid_to is not the next start
+
+
+def test_a_few_rejected_rows_of_a_small_partition_are_not_evidence(
+    data_dir: Path,
+    materialize,  # type: ignore[no-untyped-def]
+) -> None:
+    # One team of three has no usable key: a third of the day is quarantined, far above the 5 %
+    # warn rate as a share, but three rows cannot show the source is worse than 5 %.
+    _write_batch(data_dir, {"teams.csv": "team_id,team_name\n1,Refunds\n2,VIP Support\nx,Ops\n"})
+    rate = _evaluations(materialize(["dim_team"], DAY))[("dim_team", "quarantine_rate")]
+    assert rate.metadata["quarantine_rate"].value == pytest.approx(1 / 3)
+    assert rate.metadata["quarantine_rate_at_least"].value < 0.05
+    assert rate.passed
+    assert rate.description == (
+        "1 of 3 rows quarantined (33.3%); at 99.9% confidence the rate is at least 0.0%,"
+        " not above the 5% warn rate"
+    )

@@ -53,8 +53,9 @@ def test_settled_day_new_file_and_changed_file(
     contract: Contract, data_dir: Path, instance: dg.DagsterInstance
 ) -> None:
     day = data_dir / "input" / "batch" / "2026-03-02"
-    _write(day, "teams.csv", "team_id,team_name\n1,Refunds\n")
-    _write(day, "regions.csv", "region_id,region_name,city_id,delivery_base_fee\n1,A,1,10\n")
+    # Still being written (no line ended yet), so they wait for the settle window.
+    _write(day, "teams.csv", "team_id,team_name\n1,Refunds")
+    _write(day, "regions.csv", "region_id,region_name,city_id,delivery_base_fee\n1,A,1,10")
     _write(day, "notes.txt", "not a contract file")
     _write(day, ".teams.csv.tmp", "still being written")
 
@@ -76,7 +77,7 @@ def test_settled_day_new_file_and_changed_file(
     assert again.run_requests == []
 
     # A rewritten file: a new request for that table only, with a new run key.
-    _write(day, "teams.csv", "team_id,team_name\n1,Refunds\n2,VIP Support\n")
+    _write(day, "teams.csv", "team_id,team_name\n1,Refunds\n2,VIP Support")
     time.sleep(SETTLE + 0.1)
     changed = _tick(contract, instance, again.cursor)
     assert len(changed.run_requests) == 1
@@ -158,3 +159,46 @@ def test_a_folder_moved_in_with_old_files_is_taken(
     moved = _tick(contract, instance, taken.cursor)
     assert [r.partition_key for r in moved.run_requests] == ["2026-03-03"]
     assert _tick(contract, instance, moved.cursor).run_requests == []
+
+
+def test_a_whole_file_is_taken_at_once_and_an_unfinished_one_waits_out_the_window(
+    contract: Contract, data_dir: Path, instance: dg.DagsterInstance
+) -> None:
+    # A long settle window: a file taken on the first tick was taken because it is whole.
+    sensor = build_folder_sensor("batch", contract, daily_partitions(contract), settle_seconds=60)
+    definitions = dg.Definitions(assets=defs.assets, resources=defs.resources, sensors=[sensor])
+
+    def tick(cursor: str | None):  # type: ignore[no-untyped-def]
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=definitions)
+        return sensor.evaluate_tick(context)
+
+    day = data_dir / "input" / "batch" / "2026-03-02"
+    _write(day, "teams.csv", "team_id,team_name\n1,Refunds\n")  # published whole
+    _write(day, "regions.csv", "region_id,region_name,city_id,delivery_base_fee\n1,A")  # half
+    first = tick(None)
+    # The day's files go together: the unfinished one holds the whole day back.
+    assert first.run_requests == []
+    assert Cursor.loads(first.cursor).pending == 1
+    _write(day, "regions.csv", "region_id,region_name,city_id,delivery_base_fee\n1,A,1,10\n")
+    (request,) = tick(first.cursor).run_requests
+    assert {key.to_user_string() for key in request.asset_selection} == {"dim_team", "dim_region"}
+
+
+def test_scan_takes_a_whole_file_inside_the_window_but_never_a_held_partition() -> None:
+    second = 1_000_000_000
+    path = Path("2026-03-02") / "teams.csv"
+    partitions = {"2026-03-02": [FoundFile("teams", path, 10, 100 * second, 100 * second)]}
+    options = {"settle_seconds": 5, "max_requests": 10, "last_partition_key": "2026-03-02"}
+    just_written = {"now_ns": 101 * second, **options}
+    assert scan(partitions, Cursor(), **just_written).ready == []
+    taken = scan(partitions, Cursor(), complete=frozenset({path}), **just_written)
+    assert [p.partition_key for p in taken.ready] == ["2026-03-02"]
+    # Waiting for its parents outranks being whole.
+    held = scan(
+        partitions,
+        Cursor(),
+        complete=frozenset({path}),
+        held=frozenset({"2026-03-02"}),
+        **just_written,
+    )
+    assert held.ready == [] and held.cursor.pending == 1

@@ -67,7 +67,7 @@ def test_start_status_stop_lifecycle(state_env: dict[str, str]) -> None:
         assert conn.execute("SELECT count(*) FROM dim_time").fetchone() == (1440,)
 
     exports = _run(state_env, "db", "env").stdout
-    assert "export FASTFEAST_DAGSTER_PG_URL='postgresql+psycopg2://" in exports
+    assert "export FASTFEAST_DATABASE_URL='postgresql://" in exports
     assert "export DAGSTER_HOME=" in exports
 
     stop = _run(state_env, "db", "stop")

@@ -13,11 +13,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from fastfeast_dagster.logs import LOG_FILE
 from fastfeast_dagster.synthetic import Manifest, generate
 from fastfeast_dagster_tests.commands import (
+    RUN_LINE,
     dagster_exports,
     dagster_materialize,
+    dagster_run_ids,
     fresh_environment,
+    holds_dagster_storage,
     run_command,
 )
 from fastfeast_dagster_tests.derived_checks import (
@@ -66,21 +70,56 @@ def test_ingest_loads_everything_and_a_second_ingest_runs_nothing(
     manifest = generate(root, DAY_2, hours=[])
     first = run_command(user_env, "fastfeast", "ingest")
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
-    # Master, day 1, day 2; the calendar tables; the orphan promotion's latest tick.
-    assert "5 run(s), 0 failed" in first.stdout
+    # One line per run (master, day 1, day 2; the calendar tables; the orphan promotion's latest
+    # tick), the summary, and nothing else.
+    *runs, summary = first.stdout.splitlines()
+    assert [RUN_LINE.match(line)["outcome"] for line in runs] == ["ok"] * 5, runs  # type: ignore[index]
+    assert summary.startswith("5 run(s), 0 failed")
+    assert first.stderr == ""
     second = run_command(user_env, "fastfeast", "ingest")
     assert second.returncode == 0, second.stderr[-3000:]
-    runs = [line for line in second.stdout.splitlines() if line.startswith("  ok")]
     # Only a new promotion tick may run, if the hour's tick passed between the two calls.
-    assert "nothing new to ingest" in second.stdout or (
-        runs and all("true_orphan" in r for r in runs)
-    )
+    repeated = [m for line in second.stdout.splitlines() if (m := RUN_LINE.match(line))]
+    assert all("true_orphan" in m["assets"] for m in repeated), second.stdout
+    assert repeated or "nothing new to ingest" in second.stdout
     url = run_command(user_env, "fastfeast", "db", "url").stdout.strip()
     with psycopg.connect(url) as conn:
         (drivers,) = conn.execute("SELECT count(*) FROM dim_driver").fetchone()
         (runs,) = conn.execute("SELECT count(DISTINCT run_id) FROM pipeline_file_log").fetchone()
     assert drivers == manifest.tables["dim_driver"]["expected_rows"]
     assert runs == 3
+
+
+@pytest.mark.parametrize("exported_first", [False, True], ids=["plain-first", "exported-first"])
+def test_ingest_and_the_dagster_cli_open_one_instance_whatever_the_shell_exports(
+    user_env: dict[str, str], exported_first: bool
+) -> None:
+    # `eval "$(fastfeast db env)"` exports the embedded warehouse's URL; a shell with it and a
+    # shell without it must open the same Dagster storage, or the daemon and `ingest` would not
+    # see each other's runs and would load the same files twice.
+    generate(Path(user_env["FASTFEAST_DATA_DIR"]), DAY_1, hours=[])
+    assert run_command(user_env, "fastfeast", "db", "start").returncode == 0
+    shells = [user_env, user_env | dagster_exports(user_env)]
+    first, second = reversed(shells) if exported_first else shells
+    loaded = run_command(first, "fastfeast", "ingest")
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr[-3000:]
+    # The master snapshot, the batch day, the calendar tables, the orphan promotion's tick.
+    assert "4 run(s), 0 failed" in loaded.stdout
+    again = run_command(second, "fastfeast", "ingest")
+    assert again.returncode == 0, again.stdout + again.stderr[-3000:]
+    # Only a new promotion tick may run, if the hour's tick passed between the two calls.
+    repeated = [m for line in again.stdout.splitlines() if (m := RUN_LINE.match(line))]
+    assert all("true_orphan" in m["assets"] for m in repeated), again.stdout
+    for env in (first, second):
+        result = dagster_materialize(env, ["dim_city"], DAY_1.isoformat())
+        assert result.returncode == 0, result.stderr[-3000:]
+    url = run_command(user_env, "fastfeast", "db", "url").stdout.strip()
+    runs = dagster_run_ids(url)
+    assert len(runs) == 4 + len(repeated) + 2
+    with psycopg.connect(url) as conn:
+        loads = {run for (run,) in conn.execute("SELECT DISTINCT run_id FROM pipeline_file_log")}
+    assert len(loads) == 2 and loads <= runs  # the replays of dim_city changed nothing
+    assert not holds_dagster_storage(url)
 
 
 def test_ingest_of_a_past_day_completes_the_warehouse_and_follows_late_data(
@@ -160,9 +199,12 @@ def test_demo_loads_a_day_and_prints_the_summary(user_env: dict[str, str]) -> No
     assert "SLA compliance: first response" in out
     fact_orders = next(line for line in out.splitlines() if line.strip().startswith("fact_order"))
     assert int(fact_orders.split()[-1].replace(",", "")) > 1000
-    # The project's loggers wrote JSON lines, and no log anywhere holds a clear PII value.
-    assert '"logger": "fastfeast_dagster.warehouse.load"' in result.stderr
+    # The runs' logs went to the log file as JSON lines, not to the terminal, and no log
+    # anywhere holds a clear PII value.
     state = Path(user_env["FASTFEAST_STATE_DIR"])
+    records = [json.loads(line) for line in (state / LOG_FILE).read_text().splitlines()]
+    assert {"fastfeast_dagster.warehouse.load", "dagster"} <= {r["logger"] for r in records}
+    assert "fastfeast_dagster" not in result.stderr
     manifest = Manifest.load(Path(user_env["FASTFEAST_DATA_DIR"]) / "manifest.json")
     clear = {
         str(value)
@@ -174,6 +216,12 @@ def test_demo_loads_a_day_and_prints_the_summary(user_env: dict[str, str]) -> No
     logs += [
         path.read_text(errors="replace")
         for path in state.rglob("*")
-        if path.suffix in (".out", ".err", ".log")
+        if path.suffix in (".out", ".err", ".log", ".jsonl")
     ]
     assert clear and not [value for value in clear if any(value in text for text in logs)]
+    # The demo's runs are where a shell with the exports looks for them: nothing runs twice.
+    again = run_command(user_env | dagster_exports(user_env), "fastfeast", "ingest")
+    assert "nothing new to ingest" in again.stdout, again.stdout + again.stderr[-3000:]
+    url = run_command(user_env, "fastfeast", "db", "url").stdout.strip()
+    assert len(dagster_run_ids(url)) >= 26
+    assert not holds_dagster_storage(url)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.instance.ref import InstanceRef
@@ -145,7 +151,7 @@ def test_facts_map_each_hour_to_its_day_and_backfill_a_range_in_one_run() -> Non
 def test_the_orphan_retry_checks_less_often_than_the_folder_sensors(contract) -> None:
     intervals = {sensor.name: sensor.minimum_interval_seconds for sensor in defs.sensors}
     assert intervals["orphan_retry_sensor"] == contract.orphans.retry_check_seconds == 60
-    assert intervals["stream_files_sensor"] == contract.sensors.minimum_interval_seconds == 10
+    assert intervals["stream_files_sensor"] == contract.sensors.minimum_interval_seconds == 3
     assert intervals["derived_tables_sensor"] == contract.sensors.minimum_interval_seconds
 
 
@@ -157,7 +163,6 @@ def test_sensors_and_schedules_run_by_default() -> None:
         "orphan_retry_sensor": dg.DefaultSensorStatus.RUNNING,
         "run_retry_sensor": dg.DefaultSensorStatus.RUNNING,
         "derived_tables_sensor": dg.DefaultSensorStatus.RUNNING,
-        "freshness_checks_sensor": dg.DefaultSensorStatus.RUNNING,
         # Mail needs a relay: off until the contract enables alerts.
         "alert_on_run_failure": dg.DefaultSensorStatus.STOPPED,
         "alert_on_check_failure": dg.DefaultSensorStatus.STOPPED,
@@ -165,6 +170,22 @@ def test_sensors_and_schedules_run_by_default() -> None:
     schedules = {s.name: (s.cron_schedule, s.default_status) for s in defs.schedules}
     # Only promotion is timed: the SLA rows and marts follow the loads (derived_tables_sensor).
     assert schedules == {"true_orphan_promotion": ("5 * * * *", dg.DefaultScheduleStatus.RUNNING)}
+
+
+def test_facts_carry_the_contracts_freshness_policy_and_nothing_else_does(contract) -> None:
+    # Dagster's FreshnessPolicy, evaluated by the daemon: no freshness checks, no sensor for them.
+    expected = dg.FreshnessPolicy.time_window(
+        fail_window=dt.timedelta(minutes=contract.sensors.freshness_fail_minutes),
+        warn_window=dt.timedelta(minutes=contract.sensors.freshness_lag_minutes),
+    )
+    graph = defs.resolve_asset_graph()
+    policies = {
+        key.to_user_string(): graph.get(key).freshness_policy for key in graph.get_all_asset_keys()
+    }
+    facts = {spec.table for spec in contract.facts.values()}
+    assert {name for name, policy in policies.items() if policy is not None} == facts
+    assert all(policies[name] == expected for name in facts)
+    assert not [key for key in graph.asset_check_keys if "freshness" in key.name]
 
 
 def test_every_asset_is_described_and_owned(contract) -> None:
@@ -199,13 +220,10 @@ def test_check_keys_are_pinned_and_partitioned_like_their_assets(contract) -> No
         for spec in contract.sources.values()
         if spec.history is not None
     }
-    expected |= {(spec.table, "freshness_check") for spec in contract.facts.values()}
     assert keys == expected
     for key in graph.asset_check_keys:
         check = graph.get(key)
         asset = graph.get(key.asset_key)
-        if key.name == "freshness_check":
-            continue
         assert check.partitions_def == asset.partitions_def
         assert check.blocking == (
             key.name in ("great_expectations", "history_great_expectations")
@@ -223,11 +241,52 @@ def test_dagster_cli_validates_the_workspace(pg_server: EmbeddedPostgres, tmp_pa
         **os.environ,
         "FASTFEAST_STATE_DIR": str(tmp_path),
         "FASTFEAST_DATABASE_URL": pg_server.url("fastfeast"),
-        "FASTFEAST_DAGSTER_PG_URL": pg_server.url("dagster", driver="psycopg2"),
+        "FASTFEAST_DAGSTER_DATABASE_URL": pg_server.url("dagster"),
     }
     result = run_command(env, "dagster", "definitions", "validate", "-w", "workspace.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "All code locations passed validation" in result.stderr + result.stdout
+
+
+def test_a_fresh_clone_validates_with_nothing_set() -> None:
+    # The project's files as a clone has them (no state dir, no data, nothing exported); the
+    # clone's own code, as its venv would import it: `python -m` puts its folder first on the path.
+    clone = Path(tempfile.mkdtemp(prefix="ffclone", dir="/tmp"))  # short: the server's socket
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in listed:
+        if (PROJECT_ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT_ROOT / name, clone / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTFEAST_", "DAGSTER_"))}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", *args],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    try:
+        result = run("dagster", "definitions", "validate", "-w", "workspace.yaml")
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        assert "All code locations passed validation" in output
+        assert "Traceback" not in output
+        # It started the clone's own embedded server, under the clone: nothing else was touched.
+        assert (clone / ".fastfeast" / "pg" / "PG_VERSION").exists()
+    finally:
+        run("fastfeast_dagster.cli", "db", "stop")
+        shutil.rmtree(clone, ignore_errors=True)
 
 
 def test_failed_runs_are_retried_by_the_retry_sensor_alone(
@@ -236,7 +295,8 @@ def test_failed_runs_are_retried_by_the_retry_sensor_alone(
 ) -> None:
     # The instance `fastfeast dev` and the daemon use, loaded from the project's dagster.yaml:
     # Dagster's own re-execution is off, or a failed run would be retried twice over.
-    monkeypatch.setenv("FASTFEAST_DAGSTER_PG_URL", pg_server.url("dagster", driver="psycopg2"))
+    monkeypatch.setenv("FASTFEAST_DATABASE_URL", pg_server.url("fastfeast"))
+    monkeypatch.setenv("FASTFEAST_DAGSTER_DATABASE_URL", pg_server.url("dagster"))
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(PROJECT_ROOT))) as instance:
         assert not instance.run_retries_enabled
         assert instance.run_monitoring_enabled

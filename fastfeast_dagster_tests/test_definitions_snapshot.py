@@ -61,6 +61,7 @@ def _assets() -> dict[str, Any]:
             "partitions": _partitions(node.partitions_def),
             "backfill_policy": str(node.backfill_policy) if node.backfill_policy else None,
             "automation": str(node.automation_condition) if node.automation_condition else None,
+            "freshness": str(node.freshness_policy) if node.freshness_policy else None,
             "checks": sorted(check.name for check in node.check_keys),
         }
     return shape

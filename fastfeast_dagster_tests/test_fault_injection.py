@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 
 from fastfeast_dagster_tests import faults
-from fastfeast_dagster_tests.commands import fresh_environment, run_command
+from fastfeast_dagster_tests.commands import RUN_LINE, fresh_environment, run_command
 from fastfeast_dagster_tests.world import (
     World,
     digest,
@@ -64,8 +64,8 @@ def clean(world: World) -> dict[str, tuple[int, str]]:
 
 def _runs_of_the_hour(stdout: str) -> list[str]:
     """`ok: <tables>` or `FAILED: <tables>` for each run of the hour that `ingest` printed."""
-    found = re.findall(rf"^  (ok|FAILED) +{HOUR}  (.+?)  \(run ", stdout, flags=re.MULTILINE)
-    return [f"{state}: {tables}" for state, tables in found]
+    found = [m for line in stdout.splitlines() if (m := RUN_LINE.match(line))]
+    return [f"{m['outcome']}: {m['assets']}" for m in found if m["partition"] == HOUR]
 
 
 @pytest.mark.parametrize("point", ["copy", "upsert", "between tables"])
@@ -101,13 +101,16 @@ def test_a_server_stopped_mid_run_ends_in_one_line_and_the_next_ingest_heals(
     holder.close()
     out, err = world.output("fastfeast", "ingest")
     assert ingest.returncode == 1, out + err[-3000:]
-    failed = [line for line in out.splitlines() if "FAILED" in line]
-    assert len(failed) == 1, out
-    assert re.search(
-        rf"FAILED {HOUR}  {FACTS}  \(run \w{{8}}\): warehouse unreachable at"
-        r" postgresql://postgres@/fastfeast\?host=\S+, will retry$",
-        failed[0],
-    ), failed[0]
+    assert _runs_of_the_hour(out) == [f"FAILED: {FACTS}"], out
+    # The run's line, then what failed it in one line.
+    lines = out.splitlines()
+    (at,) = [
+        i for i, line in enumerate(lines) if (m := RUN_LINE.match(line)) and m["partition"] == HOUR
+    ]
+    assert re.fullmatch(
+        r"    warehouse unreachable at postgresql://postgres@/fastfeast\?host=\S+, will retry",
+        lines[at + 1],
+    ), lines[at + 1]
     assert "Traceback" not in out + err
     healed = world.run("fastfeast", "ingest")  # starts the embedded server again
     assert healed.returncode == 0, healed.stdout + healed.stderr[-3000:]

@@ -19,7 +19,7 @@ from fastfeast_dagster.sensors.retries import (
     backoff_seconds,
     plan_retries,
 )
-from fastfeast_dagster_tests.commands import fresh_environment, run_command
+from fastfeast_dagster_tests.commands import RUN_LINE, fresh_environment, run_command
 
 HOUR = "2026-03-02-10:00"
 FACTS = ("fact_order", "fact_ticket", "fact_ticket_event")
@@ -157,9 +157,10 @@ def test_a_transient_failure_is_retried_at_once_then_after_its_backoff(
         holder.execute(f'ALTER DATABASE "{database}" RESET lock_timeout')
     # The sensor's run, then its first re-run at once, both failed; the second waits 3 s.
     assert first.returncode == 1, first.stdout + first.stderr[-2000:]
-    lines = [line for line in first.stdout.splitlines() if "dim_team" in line]
-    assert len(lines) == 2 and all("FAILED" in line for line in lines), first.stdout
-    assert "LockNotAvailable: canceling statement due to lock timeout" in lines[0]
+    runs = [m for line in first.stdout.splitlines() if (m := RUN_LINE.match(line))]
+    team = [m["outcome"] for m in runs if "dim_team" in m["assets"]]
+    assert team == ["FAILED", "FAILED"], first.stdout
+    assert "LockNotAvailable: canceling statement due to lock timeout" in first.stdout
     second = run_command(env, "fastfeast", "ingest")
     assert second.returncode == 0, second.stdout + second.stderr[-2000:]
     assert "1 run(s), 0 failed" in second.stdout

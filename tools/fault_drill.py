@@ -32,6 +32,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastfeast_dagster_tests import faults
+from fastfeast_dagster_tests.commands import RUN_LINE
 from fastfeast_dagster_tests.world import (
     World,
     digest,
@@ -89,9 +90,15 @@ def random_stop(world: World, rng: random.Random) -> str:
     world.run("fastfeast", "db", "stop")
     ingest.wait(600)
     out, err = world.output("fastfeast", "ingest")
-    lines = [line for line in out.splitlines() if "FAILED" in line]
-    clear = "Traceback" not in out + err and all("warehouse unreachable" in li for li in lines)
-    return "one line, no traceback" if clear else f"unclear: {lines[-3:]}"
+    lines = out.splitlines()
+    # Each failed run's line is followed by what failed it.
+    failed = [
+        lines[at + 1] if at + 1 < len(lines) else ""
+        for at, line in enumerate(lines)
+        if (run := RUN_LINE.match(line)) and run["outcome"] == "FAILED"
+    ]
+    clear = "Traceback" not in out + err and all("warehouse unreachable" in li for li in failed)
+    return "one line, no traceback" if clear else f"unclear: {failed[-3:]}"
 
 
 def daemon_kill(world: World) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
+from fastfeast_dagster.assets.mart_chart import mart_chart
 from fastfeast_dagster.assets.metadata import table_metadata
 from fastfeast_dagster.assets.sla import date_key
 from fastfeast_dagster.contract import Contract
@@ -59,9 +60,10 @@ def build_mart_asset(
     ) -> Iterator[dg.MaterializeResult]:
         with warehouse.connect() as conn:
             built = rebuild_mart_day(conn, contract, name, date_key(context.partition_key))
-        if built.rows.empty and not built.had_rows:
-            context.log.info(f"{name}: no rows for {context.partition_key}, nothing to show")
-            return
+            if built.rows.empty and not built.had_rows:
+                context.log.info(f"{name}: no rows for {context.partition_key}, nothing to show")
+                return
+            chart = mart_chart(conn, contract, name)
         summary = built.rows.drop(columns=["date_key", "refreshed_at"]).head(20)
         kpis = {
             f"kpi/{kpi}": dg.MetadataValue.float(float(value))
@@ -73,6 +75,7 @@ def build_mart_asset(
                 "dagster/row_count": len(built.rows),
                 **kpis,
                 "summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
+                "kpi_chart": chart,
             }
         )
 

@@ -7,6 +7,8 @@ its files into a `LoadBatch`; the Postgres IO manager writes it in one transacti
 table's checks (`checks/asset_checks.py`) then read back what committed.
 """
 
+import datetime as dt
+
 import dagster as dg
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
@@ -47,6 +49,7 @@ def build_table_asset(
             if spec.kind == "fact"
             else dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
         ),
+        freshness_policy=_freshness_policy(contract) if spec.kind == "fact" else None,
     )
     def _table(context: dg.AssetExecutionContext) -> LoadBatch:
         root = data_root(contract)
@@ -60,6 +63,19 @@ def build_table_asset(
         return prepare_batch(source, files, contract, root, pii.load_key(contract))
 
     return _table
+
+
+def _freshness_policy(contract: Contract) -> dg.FreshnessPolicy:
+    """Facts arrive every hour: a stream that has loaded nothing for a while is late.
+
+    The daemon evaluates it (no check, no sensor) and the asset shows its freshness state; it
+    looks at the latest materialization of any hour, as the stream sensor loads the hours.
+    """
+    sensors = contract.sensors
+    return dg.FreshnessPolicy.time_window(
+        fail_window=dt.timedelta(minutes=sensors.freshness_fail_minutes),
+        warn_window=dt.timedelta(minutes=sensors.freshness_lag_minutes),
+    )
 
 
 def _dependencies(source: str, contract: Contract) -> list[dg.AssetDep]:

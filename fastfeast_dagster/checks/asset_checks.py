@@ -9,11 +9,12 @@ earlier yield, and a check can be re-run on what the warehouse holds.
 - `great_expectations`: the table's GE suite over the rows the run's partitions own (for a
   dimension: the members that day inserted or changed). Blocking for dimensions: their children
   in the same run do not load on a failed suite.
-- `quarantine_rate`: the share of the partitions' source rows that went to quarantine (WARN
-  above the contract's warn rate, ERROR above its error rate); it never blocks, the rows are
-  accounted for.
-- `repair_rate`: the share of the partitions' rows that loaded with a repaired value (WARN
-  above `repair.warn_rate`, never an error: the rows are in the warehouse, the values flagged).
+- `quarantine_rate`: the rate at which the partitions' source rows went to quarantine: WARN when
+  it is above the contract's warn rate at the contract's confidence, ERROR when above its error
+  rate (`rates.py`: a bound on the rate, so that a few bad rows of a small hour are not news);
+  it never blocks, the rows are accounted for.
+- `repair_rate`: the same for the rows that loaded with a repaired value (WARN above
+  `repair.warn_rate`, never an error: the rows are in the warehouse, the values flagged).
 """
 
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from fastfeast_dagster.checks.rates import rate_evidence
 from fastfeast_dagster.contract import EXPECTATIONS_DIR, Contract, SourceSpec
 from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.warehouse.readback import read_history
@@ -51,13 +53,15 @@ def build_table_checks(
             QUARANTINE_CHECK,
             asset=spec.table,
             partitions_def=partitions_def,
-            description="Share of the partition's source rows that went to quarantine.",
+            description="Whether the partition's source rows go to quarantine more often than the"
+            " contract allows, judged on a confidence bound of the rate (checks/rates.py).",
         ),
         dg.AssetCheckSpec(
             REPAIR_CHECK,
             asset=spec.table,
             partitions_def=partitions_def,
-            description="Share of the partition's source rows that loaded with a repaired value.",
+            description="Whether the partition's rows load repaired more often than the contract"
+            " allows, judged on a confidence bound of the rate (checks/rates.py).",
         ),
     ]
     if spec.history is not None:
@@ -134,39 +138,47 @@ class FileCounts:
 
 
 def quarantine_result(contract: Contract, table: str, counts: FileCounts) -> dg.AssetCheckResult:
-    rate = counts.quarantined / counts.read if counts.read else 0.0
-    thresholds = contract.quarantine
+    limits = contract.quarantine
+    evidence = rate_evidence(counts.quarantined, counts.read, limits.confidence)
+    error = evidence.above(limits.error_rate)
     return dg.AssetCheckResult(
         asset_key=table,
         check_name=QUARANTINE_CHECK,
-        passed=rate <= thresholds.warn_rate,
-        severity=(
-            dg.AssetCheckSeverity.ERROR
-            if rate > thresholds.error_rate
-            else dg.AssetCheckSeverity.WARN
+        passed=not evidence.above(limits.warn_rate),
+        severity=dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
+        description=(
+            evidence.describe("quarantined", limits.error_rate, "error rate")
+            if error
+            else evidence.describe("quarantined", limits.warn_rate, "warn rate")
         ),
         metadata={
-            "quarantine_rate": rate,
+            "quarantine_rate": evidence.share,
+            "quarantine_rate_at_least": evidence.lower_bound,
             "rows_quarantined": counts.quarantined,
             "rows_read": counts.read,
-            "warn_above": thresholds.warn_rate,
-            "error_above": thresholds.error_rate,
+            "warn_above": limits.warn_rate,
+            "error_above": limits.error_rate,
+            "confidence": limits.confidence,
         },
     )
 
 
 def repair_result(contract: Contract, table: str, counts: FileCounts) -> dg.AssetCheckResult:
-    rate = counts.repaired / counts.read if counts.read else 0.0
+    limits = contract.repair
+    evidence = rate_evidence(counts.repaired, counts.read, limits.confidence)
     return dg.AssetCheckResult(
         asset_key=table,
         check_name=REPAIR_CHECK,
-        passed=rate <= contract.repair.warn_rate,
+        passed=not evidence.above(limits.warn_rate),
         severity=dg.AssetCheckSeverity.WARN,
+        description=evidence.describe("repaired", limits.warn_rate, "warn rate"),
         metadata={
-            "repair_rate": rate,
+            "repair_rate": evidence.share,
+            "repair_rate_at_least": evidence.lower_bound,
             "rows_repaired": counts.repaired,
             "rows_read": counts.read,
-            "warn_above": contract.repair.warn_rate,
+            "warn_above": limits.warn_rate,
+            "confidence": limits.confidence,
         },
     )
 
@@ -184,16 +196,3 @@ def file_counts(
         (asset_key, keys),
     ).fetchone()
     return FileCounts(*(int(value) for value in row)) if row else FileCounts(0, 0, 0)
-
-
-def build_freshness_checks(contract: Contract) -> list[dg.AssetChecksDefinition]:
-    """Stream facts must have been loaded within the contract's lag (WARN otherwise)."""
-    import datetime as dt
-
-    facts = [spec.table for spec in contract.facts.values()]
-    return list(
-        dg.build_last_update_freshness_checks(
-            assets=facts,
-            lower_bound_delta=dt.timedelta(minutes=contract.sensors.freshness_lag_minutes),
-        )
-    )

@@ -78,6 +78,8 @@ def check_contract(contract: Contract) -> Iterator[str]:
         yield "calendar: first_date is after last_date"
     if contract.quarantine.warn_rate > contract.quarantine.error_rate:
         yield "quarantine: warn_rate is above error_rate"
+    if contract.sensors.freshness_fail_minutes <= contract.sensors.freshness_lag_minutes:
+        yield "sensors: freshness_fail_minutes must be above freshness_lag_minutes"
     if contract.warehouse.schema_name and not _IDENTIFIER.match(contract.warehouse.schema_name):
         yield f"warehouse.schema: {contract.warehouse.schema_name!r} is not a lower-case identifier"
 

@@ -146,9 +146,14 @@ class Partitions(_Strict):
 
 class Sensors(_Strict):
     settle_seconds: float = Field(ge=0)
+    # Largest file a tick reads to see whether it is already whole (`sources/completeness.py`).
+    complete_max_mb: float = Field(default=16, ge=0)
     minimum_interval_seconds: int = Field(ge=1)
     max_requests_per_tick: int = Field(ge=1)
+    # Facts' freshness policy (`assets/tables.py`): WARN, then FAIL, when no fact hour loaded for
+    # this long.
     freshness_lag_minutes: int = Field(ge=1)
+    freshness_fail_minutes: int = Field(default=360, ge=2)
     # How long an hour of facts waits for its day's dimension files to load (`sensors/parents.py`).
     parent_wait_minutes: float = Field(default=30, ge=0)
 
@@ -162,6 +167,8 @@ class Orphans(_Strict):
 class QuarantineThresholds(_Strict):
     warn_rate: float = Field(ge=0, le=1)
     error_rate: float = Field(ge=0, le=1)
+    # How sure the quarantine-rate check must be that a rate is above a threshold (`rates.py`).
+    confidence: float = Field(default=0.999, gt=0, lt=1)
 
 
 class Repair(_Strict):
@@ -169,6 +176,7 @@ class Repair(_Strict):
 
     placeholder: str = Field(default="Unknown", min_length=1)
     warn_rate: float = Field(default=0.05, ge=0, le=1)
+    confidence: float = Field(default=0.999, gt=0, lt=1)
 
 
 class Calendar(_Strict):

@@ -1,6 +1,8 @@
 """Folder sensors: a settled, new or changed file set of a partition becomes one run request.
 
-A tick only lists folders and `stat`s files (md5 belongs to the asset: a tick has 60 s). The
+A tick lists folders and `stat`s files (md5 belongs to the asset: a tick has 60 s); it reads only
+the few files still inside their settle window, to take them at once when they are already whole
+(`sources/completeness.py`, at most `sensors.complete_max_mb` each). The
 cursor is a watermark on the files' change time (ctime, which a copy or a rewrite always moves,
 unlike a preserved mtime) plus the fingerprints emitted above it, so it stays small however many
 partitions exist; a folder dated beyond the last partition is listed as waiting instead of
@@ -22,6 +24,7 @@ import dagster as dg
 
 from fastfeast_dagster.contract import Contract, data_root
 from fastfeast_dagster.sensors.parents import held_for_parents
+from fastfeast_dagster.sources.completeness import is_complete
 from fastfeast_dagster.sources.listing import FoundFile, list_partition_files
 
 FOLDER_SENSOR_NAMES = {"batch": "batch_files_sensor", "stream": "stream_files_sensor"}
@@ -86,11 +89,14 @@ def scan(
     last_partition_key: str | None,
     max_requests: int,
     held: frozenset[str] = frozenset(),
+    complete: frozenset[Path] = frozenset(),
 ) -> Scan:
     """Which partitions are ready to run, and the next cursor. Pure: no I/O.
 
-    `held` partitions are not taken this tick though settled (their parents are not loaded);
-    like unsettled ones they keep the watermark back and count as pending.
+    A file is settled once unchanged for `settle_seconds`, or at once if it is in `complete`
+    (found whole by `sources/completeness.py`). `held` partitions are not taken this tick though
+    settled (their parents are not loaded); like unsettled ones they keep the watermark back and
+    count as pending.
     """
     settle_ns = int(settle_seconds * 1e9)
     moved_in = _moved_in_folders(partitions, cursor.watermark_ns)
@@ -101,21 +107,13 @@ def scan(
     for key in sorted(partitions):
         files = partitions[key]
         was_waiting = key in cursor.waiting
-        if was_waiting:
-            candidates = files
-        else:
-            candidates = [
-                f
-                for f in files
-                if f.ctime_ns > cursor.watermark_ns
-                or any(folder in moved_in for folder, _, _ in f.folders)
-            ]
+        candidates = _candidates(key, files, cursor, moved_in)
         if not candidates:
             continue
         if last_partition_key is not None and key > last_partition_key:
             waiting.add(key)
             continue
-        unsettled = [f for f in files if now_ns - f.ctime_ns < settle_ns]
+        unsettled = [f for f in files if now_ns - f.ctime_ns < settle_ns and f.path not in complete]
         if key in held:
             unsettled = files
         if unsettled or len(ready) >= max_requests:
@@ -148,6 +146,25 @@ def scan(
         if any(f.ctime_ns > watermark for f in partitions.get(key, []))
     }
     return Scan(ready, Cursor(watermark, recent, pending, sorted(waiting)))
+
+
+def changed_partitions(partitions: dict[str, list[FoundFile]], cursor: Cursor) -> set[str]:
+    """The partitions with a file `scan` may take: new or changed since the cursor. Pure."""
+    moved_in = _moved_in_folders(partitions, cursor.watermark_ns)
+    return {key for key, files in partitions.items() if _candidates(key, files, cursor, moved_in)}
+
+
+def _candidates(
+    key: str, files: list[FoundFile], cursor: Cursor, moved_in: set[Path]
+) -> list[FoundFile]:
+    """A partition's files not seen by the cursor (all of them, if it waited for its date)."""
+    if key in cursor.waiting:
+        return files
+    return [
+        f
+        for f in files
+        if f.ctime_ns > cursor.watermark_ns or any(folder in moved_in for folder, _, _ in f.folders)
+    ]
 
 
 def _moved_in_folders(partitions: dict[str, list[FoundFile]], watermark_ns: int) -> set[Path]:
@@ -210,8 +227,11 @@ def build_folder_sensor(
         now = time.time_ns()
         partitions = list_partition_files(contract, root, kind)
         cursor = Cursor.loads(context.cursor)
+        # Only what this tick may take: the hours ever delivered would cost a query per day and
+        # table on every tick, and ticks come every few seconds.
+        changed = {key: partitions[key] for key in changed_partitions(partitions, cursor)}
         held = (
-            held_for_parents(contract, context.instance, root, partitions, now_ns=now)
+            held_for_parents(contract, context.instance, root, changed, now_ns=now)
             if kind == "stream"
             else set()
         )
@@ -223,6 +243,7 @@ def build_folder_sensor(
             last_partition_key=partitions_def.get_last_partition_key(),
             max_requests=contract.sensors.max_requests_per_tick,
             held=frozenset(held),
+            complete=_complete_files(changed, now, settle, contract.sensors.complete_max_mb),
         )
         requests = [
             dg.RunRequest(
@@ -249,3 +270,16 @@ def build_folder_sensor(
         )
 
     return _sensor
+
+
+def _complete_files(
+    partitions: dict[str, list[FoundFile]], now_ns: int, settle_seconds: float, max_mb: float
+) -> frozenset[Path]:
+    """The files still inside the settle window that are already whole (read, so only those)."""
+    settle_ns = int(settle_seconds * 1e9)
+    return frozenset(
+        f.path
+        for files in partitions.values()
+        for f in files
+        if now_ns - f.ctime_ns < settle_ns and is_complete(f.path, int(max_mb * 2**20))
+    )

@@ -7,6 +7,7 @@ of its folders, which tell a file written in place from a folder moved in whole.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,17 +42,18 @@ def list_partition_files(contract: Contract, root: Path, kind: str) -> dict[str,
         batch_root = root / contract.paths.batch
         for day in _subfolders(batch_root):
             if is_day(day.name) and day.name > master_partition_key(contract):
-                found[day.name] = _stat_known(day, names, (day,))
+                found[day.name] = _stat_known(day, names, _chain(day))
     else:
         names = _file_names(contract, "stream")
         first_day = contract.partitions.stream_start_date.isoformat()
         for day in _subfolders(root / contract.paths.stream):
             if not is_day(day.name) or day.name < first_day:
                 continue
+            day_link = _chain(day)  # stat once, for each of its hours
             for hour in _subfolders(day):
                 if is_hour(hour.name):
                     key = hour_partition_key(day.name, hour.name)
-                    found[key] = _stat_known(hour, names, (hour, day))
+                    found[key] = _stat_known(hour, names, _chain(hour) + day_link)
     return {key: files for key, files in found.items() if files}
 
 
@@ -70,39 +72,49 @@ def _file_names(contract: Contract, folder_kind: str) -> dict[str, str]:
     }
 
 
+# A tick lists every delivered folder, every few seconds: scandir's entry types cost no stat, and
+# a file is stat'ed only when it is there (not once per name the contract knows).
+
+
 def _subfolders(path: Path) -> list[Path]:
-    if not path.is_dir():
+    try:
+        with os.scandir(path) as entries:
+            return [
+                Path(entry.path)
+                for entry in entries
+                if entry.is_dir() and not entry.name.startswith(".")
+            ]
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return [entry for entry in path.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
 
 
-def _times(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_mtime_ns, stat.st_ctime_ns
+Chain = tuple[tuple[Path, int, int], ...]
 
 
-def _stat_known(
-    folder: Path, names: dict[str, str], folders: tuple[Path, ...] = ()
-) -> list[FoundFile]:
+def _chain(folder: Path) -> Chain:
+    """The folder with its (mtime, ctime); empty when it went away while listing."""
+    try:
+        stat = folder.stat()
+    except FileNotFoundError:
+        return ()
+    return ((folder, stat.st_mtime_ns, stat.st_ctime_ns),)
+
+
+def _stat_known(folder: Path, names: dict[str, str], chain: Chain = ()) -> list[FoundFile]:
     """Files with a contract name; temporary (`*.tmp`) and hidden files never match one."""
     try:
-        chain = tuple((path, *_times(path)) for path in folders)
-    except FileNotFoundError:
+        with os.scandir(folder) as entries:
+            known = [(entry, names[entry.name]) for entry in entries if entry.name in names]
+    except (FileNotFoundError, NotADirectoryError):
         return []  # the folder went away while listing
     found = []
-    for file_name, source in names.items():
+    for entry, source in known:
         try:
-            stat = (folder / file_name).stat()
+            stat = entry.stat()
         except FileNotFoundError:
             continue
+        path = Path(entry.path)
         found.append(
-            FoundFile(
-                source,
-                folder / file_name,
-                stat.st_size,
-                stat.st_mtime_ns,
-                stat.st_ctime_ns,
-                chain,
-            )
+            FoundFile(source, path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, chain)
         )
     return found

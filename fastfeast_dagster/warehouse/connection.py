@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from fastfeast_dagster.contract import Contract, state_root
 from fastfeast_dagster.warehouse.embedded import (
@@ -15,8 +19,6 @@ from fastfeast_dagster.warehouse.embedded import (
 
 WAREHOUSE_URL_ENV = "FASTFEAST_DATABASE_URL"
 DAGSTER_URL_ENV = "FASTFEAST_DAGSTER_DATABASE_URL"
-# What dagster.yaml reads; always the psycopg2 form (dagster-postgres fails on psycopg 3 URLs).
-DAGSTER_STORAGE_ENV = "FASTFEAST_DAGSTER_PG_URL"
 
 _SCHEME = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://")
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
@@ -25,21 +27,27 @@ _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 @dataclass(frozen=True)
 class DatabaseUrls:
     warehouse: str
-    dagster: str
+    dagster: str  # always with the psycopg2 driver: dagster-postgres fails on psycopg 3 URLs
     embedded: bool
 
 
 def resolve_database_urls(contract: Contract) -> DatabaseUrls:
-    """URLs from the environment when set; otherwise start (or reuse) the embedded server.
+    """The warehouse and Dagster's storage: an external server when `FASTFEAST_DATABASE_URL` names
+    one, otherwise the embedded server (started, or reused).
 
-    With only `FASTFEAST_DATABASE_URL` set, Dagster's storage shares that database: its tables
-    (runs, event_logs, …) do not collide with the warehouse's.
+    Every process resolves through here (the `fastfeast` commands, Dagster's storage in
+    `dagster_storage.py`, the `Warehouse` resource), so that they agree. An exported URL of the
+    embedded server itself (`eval "$(fastfeast db env)"`) still means the embedded server, whose
+    Dagster storage is its own `dagster` database: otherwise a shell with the export would keep
+    its runs in the warehouse database, a second instance beside the daemon's. With an external
+    warehouse and no `FASTFEAST_DAGSTER_DATABASE_URL`, Dagster's storage shares that database:
+    its tables (runs, event_logs, ...) do not collide with the warehouse's.
     """
+    server = EmbeddedPostgres(state_root(contract))
     warehouse = os.environ.get(WAREHOUSE_URL_ENV)
-    if warehouse:
+    if warehouse and not is_embedded_url(server, warehouse):
         dagster = os.environ.get(DAGSTER_URL_ENV) or warehouse
         return DatabaseUrls(warehouse, with_driver(dagster, "psycopg2"), embedded=False)
-    server = EmbeddedPostgres(state_root(contract))
     if not server.status().running:
         server.start()
     return DatabaseUrls(
@@ -52,9 +60,16 @@ def resolve_database_urls(contract: Contract) -> DatabaseUrls:
 def uses_embedded_server(contract: Contract) -> bool:
     """Whether the warehouse is this project's embedded server (directly or via an exported URL)."""
     warehouse = os.environ.get(WAREHOUSE_URL_ENV)
-    if not warehouse:
-        return True
-    return f"host={EmbeddedPostgres(state_root(contract)).pgdata}" in warehouse
+    return not warehouse or is_embedded_url(EmbeddedPostgres(state_root(contract)), warehouse)
+
+
+def is_embedded_url(server: EmbeddedPostgres, url: str) -> bool:
+    """Whether `url` reaches `server`: its socket lives in the server's data directory."""
+    try:
+        host = conninfo_to_dict(with_driver(url, None)).get("host")
+    except (ValueError, psycopg.ProgrammingError):
+        return False
+    return host is not None and Path(str(host)).resolve() == server.pgdata.resolve()
 
 
 def with_driver(url: str, driver: str | None) -> str:

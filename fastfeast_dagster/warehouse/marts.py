@@ -51,26 +51,35 @@ FROM {schema}.ticket_sla WHERE date_key = {day}
 GROUP BY date_key, agent_id, team_id, priority_id
 """
 
-# The day's headline KPIs, from the mart's rows: numeric metadata that the UI plots across
-# partitions. Rates over regions are weighted by their denominators.
-_ORDERS_HEADLINE = """
-SELECT sum(orders) AS orders, sum(revenue) AS revenue,
+# The headline KPIs over a mart's rows: numeric metadata the UI plots, and the marts' own chart
+# of the latest days (assets/mart_chart.py). Rates over regions are weighted by their
+# denominators.
+_ORDERS_KPIS = """
+       sum(orders) AS orders, sum(revenue) AS revenue,
        sum(revenue) / nullif(sum(delivered), 0) AS average_order_value,
        sum(cancellation_rate * orders) / nullif(sum(orders), 0) AS cancellation_rate,
        sum(refund_rate * orders) / nullif(sum(orders), 0) AS refund_rate,
        sum(average_delivery_minutes * delivered)
            / nullif(sum(delivered) FILTER (WHERE average_delivery_minutes IS NOT NULL), 0)
            AS average_delivery_minutes
-FROM {table} WHERE date_key = {day}
 """
-_TICKETS_HEADLINE = """
-SELECT sum(tickets) AS tickets,
+_TICKETS_KPIS = """
+       sum(tickets) AS tickets,
        sum(first_response_met)::numeric / nullif(sum(first_response_judged), 0)
            AS first_response_compliance,
        sum(resolution_met)::numeric / nullif(sum(resolution_judged), 0) AS resolution_compliance,
        sum(reopened)::numeric / nullif(sum(tickets), 0) AS reopen_rate
-FROM {table} WHERE date_key = {day}
 """
+# The day's, as a row.
+_ORDERS_HEADLINE = f"SELECT {_ORDERS_KPIS} FROM {{table}} WHERE date_key = {{day}}"
+_TICKETS_HEADLINE = f"SELECT {_TICKETS_KPIS} FROM {{table}} WHERE date_key = {{day}}"
+# Each of the latest days the mart holds, oldest first, whatever the date today.
+_HISTORY = """
+SELECT date_key, {kpis} FROM {table}
+WHERE date_key IN (SELECT DISTINCT date_key FROM {table} ORDER BY date_key DESC LIMIT {days})
+GROUP BY date_key ORDER BY date_key
+"""
+_KPIS = {"mart_orders_daily": _ORDERS_KPIS, "mart_tickets_daily": _TICKETS_KPIS}
 
 # Mart → (rebuild script, headline query).
 _SCRIPTS = {
@@ -113,3 +122,13 @@ def _query(conn: psycopg.Connection, query: sql.Composable) -> pd.DataFrame:
         cur.execute(query)
         columns = [column.name for column in cur.description or []]
         return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def kpi_history(conn: psycopg.Connection, contract: Contract, mart: str, days: int) -> pd.DataFrame:
+    """`mart`'s headline KPIs for each of its latest `days` days (a `date_key` column first)."""
+    query = sql.SQL(_HISTORY).format(
+        kpis=sql.SQL(_KPIS[mart]),  # type: ignore[arg-type]
+        table=sql.Identifier(contract.warehouse.schema_name, mart),
+        days=sql.Literal(days),
+    )
+    return _query(conn, query)
