@@ -21,8 +21,10 @@ from pathlib import Path
 import dagster as dg
 
 from fastfeast_dagster.contract import Contract, data_root
+from fastfeast_dagster.sensors.objects import ObjectCursor, scan_objects
 from fastfeast_dagster.sensors.parents import held_for_parents
 from fastfeast_dagster.sources.listing import FoundFile, list_partition_files
+from fastfeast_dagster.sources.storage import ObjectRoot, pin_tags
 
 FOLDER_SENSOR_NAMES = {"batch": "batch_files_sensor", "stream": "stream_files_sensor"}
 
@@ -209,13 +211,15 @@ def build_folder_sensor(
         root = data_root(contract)
         now = time.time_ns()
         partitions = list_partition_files(contract, root, kind)
-        cursor = Cursor.loads(context.cursor)
+        # An S3 data root has no change times to keep a watermark on (`sensors/objects.py`).
+        on_objects = isinstance(root, ObjectRoot)
+        cursor = ObjectCursor.loads(context.cursor) if on_objects else Cursor.loads(context.cursor)
         held = (
             held_for_parents(contract, context.instance, root, partitions, now_ns=now)
             if kind == "stream"
             else set()
         )
-        result = scan(
+        result = (scan_objects if on_objects else scan)(
             partitions,
             cursor,
             now_ns=now,
@@ -232,7 +236,10 @@ def build_folder_sensor(
                     dg.AssetKey(tables[f.source])
                     for f in sorted(partition.files, key=lambda f: load_order.index(f.source))
                 ],
-                tags={"fastfeast/files": ",".join(sorted(f.path.name for f in partition.files))},
+                tags={
+                    "fastfeast/files": ",".join(sorted(f.path.name for f in partition.files)),
+                    **pin_tags((f.path, f.version) for f in partition.files),
+                },
             )
             for partition in result.ready
         ]

@@ -27,6 +27,7 @@ import pyarrow.csv as pa_csv
 
 from fastfeast_dagster.batch import ROW_COLUMN, FileRejection, SourceFile
 from fastfeast_dagster.contract import TEXT_DTYPE
+from fastfeast_dagster.sources.storage import read_blob
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ class ReadResult:
 
 def read_source_file(path: Path, file_format: str, data_root: Path) -> ReadResult:
     """Read one CSV or JSON-array file; bytes are read once so the md5 matches what was parsed."""
-    data = path.read_bytes()
-    stat = path.stat()
+    # A local file or an S3 object (`sources/storage.py`), pinned to the version the run was for.
+    blob = read_blob(path)
+    data = blob.data
     relative = (
         path.relative_to(data_root).as_posix() if path.is_relative_to(data_root) else str(path)
     )
@@ -64,7 +66,7 @@ def read_source_file(path: Path, file_format: str, data_root: Path) -> ReadResul
                 raise _Unreadable("unsupported_format", f"unsupported file format {file_format!r}")
         except _Unreadable as problem:
             rejection = FileRejection(problem.rule, problem.message)
-        source = SourceFile(path, relative, size, stat.st_mtime_ns, md5.result().hexdigest())
+        source = SourceFile(path, relative, size, blob.modified_ns, md5.result().hexdigest())
     if rejection is not None:
         return ReadResult(source, None, rejection)
     frame.insert(0, ROW_COLUMN, pd.RangeIndex(1, len(frame) + 1))

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from fastfeast_dagster.contract import Contract, state_root
+from fastfeast_dagster.deployment import refuse_fallback
 from fastfeast_dagster.warehouse.embedded import (
     DAGSTER_DATABASE,
     WAREHOUSE_DATABASE,
@@ -39,6 +40,7 @@ def resolve_database_urls(contract: Contract) -> DatabaseUrls:
     if warehouse:
         dagster = os.environ.get(DAGSTER_URL_ENV) or warehouse
         return DatabaseUrls(warehouse, with_driver(dagster, "psycopg2"), embedded=False)
+    refuse_fallback(WAREHOUSE_URL_ENV, "the embedded PostgreSQL")
     server = EmbeddedPostgres(state_root(contract))
     if not server.status().running:
         server.start()
