@@ -198,20 +198,29 @@ def _ingest(args: argparse.Namespace) -> int:
 
     from fastfeast_dagster.ingest import RunOutcome, ingest
     from fastfeast_dagster.runtime import apply_environment, dagster_environment
+    from fastfeast_dagster.warehouse.connection import is_unreachable, unreachable_message
 
     apply_environment(dagster_environment(default_contract()))
     from fastfeast_dagster.definitions import defs
 
     def progress(run: RunOutcome) -> None:
         state = "ok" if run.success else "FAILED"
-        print(f"  {state:6} {run.partition_key}  {', '.join(run.assets)}  (run {run.run_id[:8]})")
+        line = f"  {state:6} {run.partition_key}  {', '.join(run.assets)}  (run {run.run_id[:8]})"
+        print(f"{line}: {run.error}" if run.error else line, flush=True)
 
     started = time.monotonic()
-    with dg.DagsterInstance.get() as instance:
-        summary = ingest(
-            defs, instance, max_wait_seconds=args.wait, on_run=progress, log_level="WARNING"
-        )
+    try:
+        with dg.DagsterInstance.get() as instance:
+            summary = ingest(
+                defs, instance, max_wait_seconds=args.wait, on_run=progress, log_level="CRITICAL"
+            )
+    except Exception as error:
+        if is_unreachable(error):  # before any run: Dagster's storage is not there
+            raise CliError(unreachable_message(os.environ[WAREHOUSE_URL_ENV])) from None
+        raise
     elapsed = time.monotonic() - started
+    if summary.unreachable and not summary.runs:
+        raise CliError(unreachable_message(os.environ[WAREHOUSE_URL_ENV]))
     if not summary.runs:
         print(f"nothing new to ingest ({elapsed:.1f} s)")
         return 0

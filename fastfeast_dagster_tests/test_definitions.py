@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 
 import dagster as dg
@@ -28,8 +27,10 @@ DIMENSIONS = {
     "dim_driver": {"dim_region"},
     "dim_agent": {"dim_team"},
 }
+# Every fact's derived date and time keys reference the calendar tables.
+CALENDAR = {"dim_date", "dim_time"}
 FACTS = {
-    "fact_order": {"dim_customer", "dim_restaurant", "dim_driver", "dim_region"},
+    "fact_order": {"dim_customer", "dim_restaurant", "dim_driver", "dim_region", *CALENDAR},
     "fact_ticket": {
         "fact_order",
         "dim_customer",
@@ -39,8 +40,9 @@ FACTS = {
         "dim_reason",
         "dim_priority",
         "dim_channel",
+        *CALENDAR,
     },
-    "fact_ticket_event": {"fact_ticket", "dim_agent"},
+    "fact_ticket_event": {"fact_ticket", "dim_agent", *CALENDAR},
 }
 
 
@@ -76,8 +78,8 @@ def test_asset_keys_groups_kinds_partitions_and_lineage_are_pinned() -> None:
     expected["ticket_sla"] = (
         "analytics",
         frozenset({"postgres"}),
-        "NoneType",
-        frozenset({"fact_ticket", "fact_ticket_event", "fact_order"}),
+        "DailyPartitionsDefinition",
+        frozenset({"fact_ticket", "fact_ticket_event", "fact_order", "dim_agent"}),
     )
     expected["true_orphan"] = (
         "audit",
@@ -85,12 +87,8 @@ def test_asset_keys_groups_kinds_partitions_and_lineage_are_pinned() -> None:
         "NoneType",
         frozenset({"quarantine"}),
     )
-    expected["quarantine"] = (
-        "audit",
-        frozenset({"postgres"}),
-        "NoneType",
-        frozenset([*DIMENSIONS, *FACTS]),
-    )
+    # Observed by every load rather than an edge from every table.
+    expected["quarantine"] = ("audit", frozenset({"postgres"}), "NoneType", frozenset())
     expected["mart_orders_daily"] = (
         "analytics",
         frozenset({"postgres"}),
@@ -101,9 +99,30 @@ def test_asset_keys_groups_kinds_partitions_and_lineage_are_pinned() -> None:
         "analytics",
         frozenset({"postgres"}),
         "DailyPartitionsDefinition",
-        frozenset({"fact_ticket", "fact_ticket_event", "ticket_sla"}),
+        frozenset({"ticket_sla"}),
     )
     assert shape == expected
+
+
+def test_the_derived_assets_map_hours_to_days_and_days_to_days() -> None:
+    graph = defs.resolve_asset_graph()
+    sla, tickets_mart = dg.AssetKey("ticket_sla"), dg.AssetKey("mart_tickets_daily")
+    for parent in ("fact_ticket", "fact_ticket_event", "fact_order"):
+        mapping = graph.get_partition_mapping(sla, dg.AssetKey(parent))
+        assert isinstance(mapping, dg.TimeWindowPartitionMapping), parent
+    hours = graph.get(dg.AssetKey("fact_ticket")).partitions_def
+    day = graph.get(sla).partitions_def
+    assert isinstance(hours, dg.HourlyPartitionsDefinition)
+    assert isinstance(day, dg.DailyPartitionsDefinition)
+    mapped = graph.get_partition_mapping(sla, dg.AssetKey("fact_ticket"))
+    upstream = mapped.get_upstream_mapped_partitions_result_for_partitions(
+        day.subset_with_partition_keys(["2026-03-02"]), day, hours
+    ).partitions_subset.get_partition_keys()
+    assert len(upstream) == 24 and upstream[0] == "2026-03-02-00:00"
+    assert isinstance(graph.get_partition_mapping(tickets_mart, sla), dg.TimeWindowPartitionMapping)
+    # The view joins the agents' current team: the newest snapshot, not the ticket's day.
+    last = graph.get_partition_mapping(sla, dg.AssetKey("dim_agent"))
+    assert isinstance(last, dg.LastPartitionMapping)
 
 
 def test_facts_map_each_hour_to_its_day_and_backfill_a_range_in_one_run() -> None:
@@ -120,6 +139,7 @@ def test_the_orphan_retry_checks_less_often_than_the_folder_sensors(contract) ->
     intervals = {sensor.name: sensor.minimum_interval_seconds for sensor in defs.sensors}
     assert intervals["orphan_retry_sensor"] == contract.orphans.retry_check_seconds == 60
     assert intervals["stream_files_sensor"] == contract.sensors.minimum_interval_seconds == 10
+    assert intervals["derived_tables_sensor"] == contract.sensors.minimum_interval_seconds
 
 
 def test_sensors_and_schedules_run_by_default() -> None:
@@ -128,36 +148,16 @@ def test_sensors_and_schedules_run_by_default() -> None:
         "batch_files_sensor": dg.DefaultSensorStatus.RUNNING,
         "stream_files_sensor": dg.DefaultSensorStatus.RUNNING,
         "orphan_retry_sensor": dg.DefaultSensorStatus.RUNNING,
+        "run_retry_sensor": dg.DefaultSensorStatus.RUNNING,
+        "derived_tables_sensor": dg.DefaultSensorStatus.RUNNING,
         "freshness_checks_sensor": dg.DefaultSensorStatus.RUNNING,
         # Mail needs a relay: off until the contract enables alerts.
         "alert_on_run_failure": dg.DefaultSensorStatus.STOPPED,
         "alert_on_check_failure": dg.DefaultSensorStatus.STOPPED,
     }
     schedules = {s.name: (s.cron_schedule, s.default_status) for s in defs.schedules}
-    assert schedules == {
-        "ticket_sla_refresh": ("*/10 * * * *", dg.DefaultScheduleStatus.RUNNING),
-        "true_orphan_promotion": ("5 * * * *", dg.DefaultScheduleStatus.RUNNING),
-        "kpi_marts_refresh": ("15 * * * *", dg.DefaultScheduleStatus.RUNNING),
-    }
-
-
-def test_the_marts_schedule_rebuilds_the_day_of_the_hour_that_just_closed() -> None:
-    schedule = defs.resolve_schedule_def("kpi_marts_refresh")
-    partitions = {}
-    for hour in (0, 10):
-        when = dt.datetime(2026, 3, 3, hour, 15, tzinfo=dt.UTC)
-        context = dg.build_schedule_context(
-            scheduled_execution_time=when, repository_def=defs.get_repository_def()
-        )
-        (request,) = schedule.evaluate_tick(context).run_requests or []
-        partitions[hour] = request.partition_key
-        keys = {
-            key.to_user_string()
-            for key in defs.resolve_job_def(schedule.job_name).asset_layer.selected_asset_keys
-        }
-        assert keys == {"mart_orders_daily", "mart_tickets_daily"}
-    # At 00:15 the closed hour is 23:00 of the day before.
-    assert partitions == {0: "2026-03-02", 10: "2026-03-03"}
+    # Only promotion is timed: the SLA rows and marts follow the loads (derived_tables_sensor).
+    assert schedules == {"true_orphan_promotion": ("5 * * * *", dg.DefaultScheduleStatus.RUNNING)}
 
 
 def test_every_asset_is_described_and_owned(contract) -> None:
@@ -217,12 +217,18 @@ def test_dagster_cli_validates_the_workspace(pg_server: EmbeddedPostgres, tmp_pa
     assert "All code locations passed validation" in result.stderr + result.stdout
 
 
-def test_the_instance_retries_a_failed_run_once(pg_server: EmbeddedPostgres, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    # The instance `fastfeast dev` and the daemon use, loaded from the project's dagster.yaml.
+def test_failed_runs_are_retried_by_the_retry_sensor_alone(
+    pg_server: EmbeddedPostgres,
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    # The instance `fastfeast dev` and the daemon use, loaded from the project's dagster.yaml:
+    # Dagster's own re-execution is off, or a failed run would be retried twice over.
     monkeypatch.setenv("FASTFEAST_DAGSTER_PG_URL", pg_server.url("dagster", driver="psycopg2"))
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(PROJECT_ROOT))) as instance:
-        assert instance.run_retries_enabled
-        assert instance.run_retries_max_retries == 1
+        assert not instance.run_retries_enabled
+        assert instance.run_monitoring_enabled
+    sensor = defs.resolve_sensor_def("run_retry_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_calendar_assets_materialize_into_the_warehouse(warehouse_url: str) -> None:

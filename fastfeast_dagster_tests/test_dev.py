@@ -1,6 +1,7 @@
 """`fastfeast dev` as a user starts it: files dropped in the folders load with no manual action,
-the UI's GraphQL API shows the graph, partitions, checks and sensors the operator relies on, and
-Ctrl-C leaves no process behind.
+the day's SLA rows and marts follow (a late hour and a late reopen too), the UI's GraphQL API
+shows the graph, partitions, checks and sensors the operator relies on, and Ctrl-C leaves no
+process behind.
 
 One server for the module (it takes a while to start); the tests run in file order and the last
 one stops it.
@@ -30,6 +31,7 @@ import pytest
 from playwright.sync_api import expect
 
 from fastfeast_dagster.assets.partitions import daily_partitions, hourly_partitions
+from fastfeast_dagster.assets.sla import day_of_key
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.synthetic import Manifest, generate
 from fastfeast_dagster_tests.browser import UI, open_ui, settle
@@ -41,12 +43,19 @@ from fastfeast_dagster_tests.commands import (
     fresh_environment,
     run_command,
 )
+from fastfeast_dagster_tests.derived_checks import (
+    analyst_mismatches,
+    mart_mismatches,
+    sla_mismatches,
+)
 from fastfeast_dagster_tests.outcomes import (
     assert_files_load_as_expected,
     assert_orphans_reference_no_delivered_key,
 )
+from fastfeast_dagster_tests.sla_hour import IDS, hour_folder, status_event, write_hour
 
 DAY = dt.date(2026, 3, 2)
+DAY_KEY = int(DAY.strftime("%Y%m%d"))
 HOUR = f"{DAY}-10:00"
 REPOSITORY = {"repositoryLocationName": "fastfeast", "repositoryName": "__repository__"}
 ACTIVE_RUNS = (
@@ -152,6 +161,19 @@ def test_the_daemon_loads_the_day_exactly_as_ingest_does(dev: Dev, contract: Con
     assert_orphans_reference_no_delivered_key(dev.url, root, contract)
 
 
+def _derived_mismatches(dev: Dev) -> list[str]:
+    return sla_mismatches(dev.url) + mart_mismatches(dev.url, DAY_KEY)
+
+
+def test_the_days_sla_rows_and_marts_follow_the_load(dev: Dev) -> None:
+    # No schedule involved: the derived-tables sensor's day run, one tick after the loads.
+    _wait_for(lambda: not _derived_mismatches(dev), 240, "the SLA rows and the marts of the day")
+    assert dev.query("SELECT count(*) FROM ticket_sla") == dev.query(
+        "SELECT count(*) FROM fact_ticket"
+    )
+    _wait_for(dev.idle, 300, "the derived runs to finish")
+
+
 def test_the_asset_graph_in_the_ui_follows_the_contract(dev: Dev, contract: Contract) -> None:
     nodes = dev.graphql(
         "{ assetNodes { assetKey { path } dependencyKeys { path } groupName kinds description"
@@ -173,7 +195,46 @@ def test_the_asset_graph_in_the_ui_follows_the_contract(dev: Dev, contract: Cont
         assert node["partitionDefinition"]["type"] == "TIME_WINDOW"
     for node in nodes:
         assert node["owners"] == [{"team": "data-platform"}], node["assetKey"]
-    assert {key["path"][-1] for key in by_name["quarantine"]["dependencyKeys"]} == set(tables)
+
+    def parents(name: str) -> set[str]:
+        return {key["path"][-1] for key in by_name[name]["dependencyKeys"]}
+
+    # The audit trail is observed by every load, not an edge from every table.
+    assert parents("quarantine") == set()
+    assert parents("true_orphan") == {"quarantine"}
+    for spec in contract.facts.values():
+        assert {"dim_date", "dim_time"} <= parents(spec.table), spec.table
+    assert parents("ticket_sla") == {"fact_ticket", "fact_ticket_event", "fact_order", "dim_agent"}
+    assert parents("mart_tickets_daily") == {"ticket_sla"}
+    assert parents("mart_orders_daily") == {"fact_order"}
+
+
+def test_the_calendar_assets_show_as_materialized(dev: Dev) -> None:
+    for table, rows in (("dim_date", 4383), ("dim_time", 1440)):
+        (materialization,) = dev.graphql(
+            "query Latest($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {"
+            " ... on AssetNode { assetMaterializations(limit: 1) { metadataEntries { label"
+            " ... on IntMetadataEntry { intValue } } } } } }",
+            path=[table],
+        )["assetNodeOrError"]["assetMaterializations"]
+        shown = {
+            entry["label"]: entry.get("intValue") for entry in materialization["metadataEntries"]
+        }
+        assert (
+            shown["dagster/row_count"] == rows == dev.query(f"SELECT count(*) FROM {table}")[0][0]
+        )
+    observed = dev.graphql(
+        '{ assetNodeOrError(assetKey: {path: ["quarantine"]}) { ... on AssetNode {'
+        " assetObservations(limit: 100) { metadataEntries { label"
+        " ... on TextMetadataEntry { text } } } } } }"
+    )["assetNodeOrError"]["assetObservations"]
+    tables = {
+        entry["text"]
+        for observation in observed
+        for entry in observation["metadataEntries"]
+        if entry["label"] == "source_table"
+    }
+    assert {"fact_order", "fact_ticket", "dim_customer"} <= tables
 
 
 def test_partition_counts_in_the_ui_match_the_file_log(dev: Dev, contract: Contract) -> None:
@@ -232,6 +293,45 @@ def test_check_results_in_the_ui_match_the_warehouse(dev: Dev) -> None:
         assert rate["status"] == ("SUCCEEDED" if quarantined / total <= 0.05 else "FAILED")
 
 
+def test_a_late_hour_and_a_late_reopen_update_the_day(dev: Dev) -> None:
+    agents = [
+        agent
+        for (agent,) in dev.query(
+            "SELECT agent_id FROM dim_agent WHERE team_id IS NOT NULL ORDER BY 1 LIMIT 2"
+        )
+    ]
+    # Hour 12 of the same day is delivered again, later, with four more tickets of known SLA
+    # outcome (and their orders and events) than its first delivery had.
+    write_hour(dev.state / "data", agents, hour=12, append=True)
+    _wait_for(
+        lambda: (
+            dev.query(
+                f"SELECT count(*) FROM ticket_sla WHERE ticket_id = ANY(ARRAY{list(IDS.values())})"
+            )
+            == [(4,)]
+            and not _derived_mismatches(dev)
+        ),
+        240,
+        "the late hour's SLA rows and the day's marts",
+    )
+    # Fifteen hours later the resolved ticket is reopened; only the event arrives, next day.
+    reopen = status_event("met", 7, "Resolved", "Reopened", "2026-03-03 01:10:00", agents[0])
+    folder = hour_folder(dev.state / "data", "2026-03-03", 1)
+    (folder / "ticket_events.json").write_text(json.dumps([reopen]))
+    met = IDS["met"]
+    _wait_for(
+        lambda: (
+            dev.query(f"SELECT reopen_count, status FROM ticket_sla WHERE ticket_id = '{met}'")
+            == [(1, "Reopened")]
+            and not _derived_mismatches(dev)
+        ),
+        240,
+        "the reopened ticket's SLA row and its day's ticket mart",
+    )
+    assert analyst_mismatches(dev.url, DAY) == []
+    _wait_for(dev.idle, 300, "the derived runs to finish")
+
+
 def test_a_mart_materialized_from_the_cli_is_charted_in_the_ui(dev: Dev) -> None:
     # As an operator types it, after `eval "$(fastfeast db env)"`: the same instance as the UI.
     env = dev.env | dagster_exports(dev.env)
@@ -252,6 +352,16 @@ def test_a_mart_materialized_from_the_cli_is_charted_in_the_ui(dev: Dev) -> None
     ((orders,),) = dev.query("SELECT count(*) FROM fact_order")
     assert kpis["kpi/orders"] == orders
     assert {"kpi/revenue", "kpi/average_order_value", "kpi/cancellation_rate"} <= set(kpis)
+    # Every mart materialization is of a day with data (tickets of late-evening orders are
+    # created the next day): no empty wall-clock today.
+    for mart, facts in (("mart_orders_daily", "fact_order"), ("mart_tickets_daily", "fact_ticket")):
+        built = dev.graphql(
+            "query All($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {"
+            " ... on AssetNode { assetMaterializations(limit: 100) { partition } } } }",
+            path=[mart],
+        )["assetNodeOrError"]["assetMaterializations"]
+        days = {day_of_key(key) for (key,) in dev.query(f"SELECT DISTINCT date_key FROM {facts}")}
+        assert {m["partition"] for m in built} == days, mart
 
 
 def test_sensors_and_schedules_run_in_the_ui(dev: Dev) -> None:
@@ -268,15 +378,15 @@ def test_sensors_and_schedules_run_in_the_ui(dev: Dev) -> None:
         "batch_files_sensor": "RUNNING",
         "stream_files_sensor": "RUNNING",
         "orphan_retry_sensor": "RUNNING",
+        "run_retry_sensor": "RUNNING",
+        "derived_tables_sensor": "RUNNING",
         "freshness_checks_sensor": "RUNNING",
         "alert_on_run_failure": "STOPPED",
         "alert_on_check_failure": "STOPPED",
     }
     schedules = data["schedulesOrError"]["results"]
     assert {s["name"]: s["scheduleState"]["status"] for s in schedules} == {
-        "ticket_sla_refresh": "RUNNING",
         "true_orphan_promotion": "RUNNING",
-        "kpi_marts_refresh": "RUNNING",
     }
 
 
@@ -380,6 +490,7 @@ def test_the_ui_lists_the_folder_sensors_running(ui: UI) -> None:
         "batch_files_sensor": True,
         "stream_files_sensor": True,
         "orphan_retry_sensor": True,
+        "derived_tables_sensor": True,
         # Stopped while alerts are off: shows that the toggle read is each sensor's own.
         "alert_on_run_failure": False,
     }

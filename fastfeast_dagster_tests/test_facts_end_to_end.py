@@ -14,9 +14,12 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
+from dagster._core.storage.tags import SCHEDULED_EXECUTION_TIME_TAG
 
+from fastfeast_dagster.assets.sla import day_of_key
 from fastfeast_dagster.contract import Contract, load_contract
 from fastfeast_dagster.ingest import CURSOR_KEY_PREFIX, IngestSummary, ingest
+from fastfeast_dagster.sensors.derived import DERIVED_SENSOR
 from fastfeast_dagster.sensors.folders import FOLDER_SENSOR_NAMES, Cursor
 from fastfeast_dagster.synthetic import Manifest, generate
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database
@@ -76,13 +79,51 @@ def _query(url: str, query: str, *params: object) -> list[tuple]:
         return conn.execute(query, params or None).fetchall()  # type: ignore[arg-type]
 
 
+def _loads(summary: IngestSummary) -> list[str | None]:
+    folders = set(FOLDER_SENSOR_NAMES.values())
+    return [run.partition_key for run in summary.runs if run.sensor in folders]
+
+
 def test_the_sensors_ran_every_partition_once_and_the_late_hour_last(day: Day) -> None:
     first, second = day.summaries
     assert not first.failed and not second.failed
-    first_keys = [run.partition_key for run in first.runs]
+    first_keys = _loads(first)
     assert len(first_keys) == len(set(first_keys)) == 2 + 23  # master, the day, 23 hours
     late_hour = Path(day.manifest.late_files[0]).parent.name
-    assert [run.partition_key for run in second.runs] == [f"{DAY}-{late_hour}:00"]
+    assert _loads(second) == [f"{DAY}-{late_hour}:00"]
+
+
+def test_ingest_leaves_the_sla_rows_marts_and_promotions_done(day: Day) -> None:
+    first, second = day.summaries
+    derived = [
+        [(run.partition_key, run.assets) for run in summary.runs if run.sensor == DERIVED_SENSOR]
+        for summary in day.summaries
+    ]
+    day_run = (str(DAY), ["ticket_sla", "mart_orders_daily", "mart_tickets_daily"])
+    calendar = (None, ["dim_date", "dim_time"])
+    # A ticket of a late-evening order is created after midnight: its day's mart follows.
+    ticket_days = {key for (key,) in _query(day.url, "SELECT DISTINCT date_key FROM fact_ticket")}
+    later = sorted({day_of_key(key) for key in ticket_days} - {str(DAY)})
+    assert later == [str(DAY + dt.timedelta(days=1))]
+    # All 23 hours in one run of their day; the late hour brought the day up to date again.
+    assert derived[0] == [calendar, day_run, *((d, ["mart_tickets_daily"]) for d in later)]
+    assert derived[1][0] == day_run
+    assert all(run == (run[0], ["mart_tickets_daily"]) for run in derived[1][1:])
+    assert _query(day.url, "SELECT count(*) FROM ticket_sla") == _query(
+        day.url, "SELECT count(*) FROM fact_ticket"
+    )
+    key = int(str(DAY).replace("-", ""))
+    assert _query(day.url, "SELECT DISTINCT date_key FROM mart_orders_daily") == [(key,)]
+    in_mart = _query(day.url, "SELECT DISTINCT date_key FROM mart_tickets_daily")
+    assert {key for (key,) in in_mart} == ticket_days
+    # The orphan promotion's latest tick, once (a second call within the hour skips it).
+    promotions = [run for run in first.runs + second.runs if run.sensor == "true_orphan_promotion"]
+    assert [run.success for run in first.runs if run in promotions] == [True]
+    ticks = {
+        day.instance.get_run_by_id(run.run_id).tags[SCHEDULED_EXECUTION_TIME_TAG]
+        for run in promotions
+    }
+    assert len(ticks) == len(promotions)
 
 
 def test_ingest_keeps_its_cursors_so_a_quiet_call_requests_nothing(day: Day) -> None:
@@ -210,9 +251,12 @@ def test_updates_win_and_replaying_an_earlier_hour_does_not_undo_them(day: Day) 
 
 
 def test_kpi_marts_match_the_facts_and_rebuild_idempotently(day: Day) -> None:
-    day.materialize(["ticket_sla"], None)
     marts = ["mart_orders_daily", "mart_tickets_daily"]
+    columns = "date_key, region_id, orders, delivered, revenue, cancellation_rate"
+    built = _query(day.url, f"SELECT {columns} FROM mart_orders_daily ORDER BY region_id")
+    # What ingest built is what a rebuild gives.
     result = day.materialize(marts, str(DAY))
+    assert _query(day.url, f"SELECT {columns} FROM mart_orders_daily ORDER BY region_id") == built
     kpis = {
         event.asset_key.to_user_string(): event.materialization.metadata
         for event in result.get_asset_materialization_events()
@@ -255,7 +299,6 @@ def test_kpi_marts_match_the_facts_and_rebuild_idempotently(day: Day) -> None:
     cancelled = sum(status == "Cancelled" for _, status, _ in orders) / len(orders)
     assert headline["kpi/cancellation_rate"].value == pytest.approx(cancelled, abs=1e-4)
     assert kpis["mart_tickets_daily"]["kpi/tickets"].value == in_view
-    columns = "date_key, region_id, orders, delivered, revenue, cancellation_rate"
     before = _query(day.url, f"SELECT {columns} FROM mart_orders_daily ORDER BY region_id")
     day.materialize(marts, str(DAY))
     assert _query(day.url, f"SELECT {columns} FROM mart_orders_daily ORDER BY region_id") == before
@@ -333,7 +376,7 @@ def test_orphans_resolve_when_their_parents_arrive_and_the_rest_become_true_orph
         orders.write_text(json.dumps(records[::-1]))
         time.sleep(contract.sensors.settle_seconds + 0.5)
         redelivered = ingest(defs, instance, log_level="WARNING")
-        assert [run.partition_key for run in redelivered.runs] == [f"{DAY}-10:00"]
+        assert _loads(redelivered) == [f"{DAY}-10:00"]
         time.sleep(1.1)
         with psycopg.connect(url) as conn:
             assert promote_true_orphans(conn, contract, window_hours=1 / 3600) == (0, 0)

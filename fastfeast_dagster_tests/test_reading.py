@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from fastfeast_dagster.batch import ROW_COLUMN
+from fastfeast_dagster.contract import Contract
+from fastfeast_dagster.contract.model import ColumnNames
 from fastfeast_dagster.sources import reading
+from fastfeast_dagster.sources.names import ColumnMatch
 from fastfeast_dagster.sources.reading import read_source_file
 
 
-def _read(tmp_path: Path, name: str, content: bytes, file_format: str | None = None):  # type: ignore[no-untyped-def]
+def _read(  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    name: str,
+    content: bytes,
+    file_format: str | None = None,
+    columns: ColumnMatch | None = None,
+):
     path = tmp_path / name
     path.write_bytes(content)
-    return read_source_file(path, file_format or name.rsplit(".", 1)[1], tmp_path)
+    return read_source_file(path, file_format or name.rsplit(".", 1)[1], tmp_path, columns)
 
 
 def test_csv_values_stay_text_with_row_numbers(tmp_path: Path) -> None:
@@ -55,29 +70,38 @@ def test_header_only_csv_and_empty_array_are_zero_rows(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "content", "rule", "message"),
+    ("name", "content", "rule", "message", "seen"),
     [
-        ("a.csv", b"", "empty_file", "the file is empty"),
-        ("a.json", b"  \n", "empty_file", "the file is empty"),
-        ("a.json", b'[{"a": 1}, {"a": ', "malformed_json", "not valid JSON: Expecting value"),
-        ("a.json", b'{"a": 1}', "not_an_array", "expected a JSON array of objects, found a object"),
-        ("a.json", b"[1, 2]", "not_an_array", "element 1 of the array is a number"),
-        ("a.csv", b"a,b\n\xff\xfe,1\n", "not_utf8", "not UTF-8 text: invalid start byte"),
-        ("a.csv", b"a,b\n1\x002,3\n", "binary", "binary content: NUL byte at offset 5"),
-        ("a.csv", b"a,b\n1,2,3\n", "malformed_csv", "malformed CSV: CSV parse error"),
-        ("a.csv", b"a,a\n1,2\n", "duplicate_columns", "the header repeats column 'a'"),
+        ("a.csv", b"", "empty_file", "the file is empty", 0),
+        ("a.json", b"  \n", "empty_file", "the file is empty", 0),
+        ("a.json", b'[{"a": 1}, {"a": ', "malformed_json", "not valid JSON: Expecting value", 1),
+        (
+            "a.json",
+            b'{"a": 1}',
+            "not_an_array",
+            "expected a JSON array of objects, found a object",
+            0,
+        ),
+        ("a.json", b"[1, 2]", "not_an_array", "element 1 of the array is a number", 0),
+        ("a.json", b'[{"a": 1}, 2]', "not_an_array", "element 2 of the array is a number", 1),
+        ("a.csv", b"a,b\n\xff\xfe,1\n", "not_utf8", "not UTF-8 text: invalid start byte", 0),
+        ("a.csv", b"a,b\n1\x002,3\n", "binary", "binary content: NUL byte at offset 5", 0),
+        ("a.csv", b"a,a\n1,2\n3,4\n", "duplicate_columns", "the header repeats column 'a'", 2),
+        ("a.csv", b" A ,a\n1,2\n", "duplicate_columns", "the header repeats column 'a'", 1),
     ],
 )
 def test_unreadable_files_are_rejected_with_a_precise_message(
-    tmp_path: Path, name: str, content: bytes, rule: str, message: str
+    tmp_path: Path, name: str, content: bytes, rule: str, message: str, seen: int
 ) -> None:
-    result = _read(tmp_path, name, content)
-    assert result.frame is None
+    """A rejected file still counts (and hands on for quarantine) the rows it could see."""
+    columns = ColumnMatch(frozenset({"a", "b"}), ColumnNames())
+    result = _read(tmp_path, name, content, columns=columns)
     assert result.rejection is not None
     assert result.rejection.rule == rule
     assert message in result.rejection.message
+    assert (0 if result.frame is None else len(result.frame)) == seen
     assert result.file.size == len(content)
-    assert "1,2,3" not in result.rejection.message  # a row's values (maybe PII) are never quoted
+    assert "1,2" not in result.rejection.message  # a row's values (maybe PII) are never quoted
 
 
 def test_unknown_format_is_rejected(tmp_path: Path) -> None:
@@ -115,3 +139,248 @@ def test_json_slices_never_cut_inside_a_value(
     assert frame["b"].tolist()[::2] == ['[{"x": 1}, {"y": 2}]', "true"]
     assert frame["b"].iloc[3] == str(2**70)
     assert frame["c"].tolist() == ["-0.0", "15", "1e+16", "15.0"]
+
+
+CITY = '"city_id": {}, "city_name": {}, "country": "Egypt", "timezone": "Africa/Cairo"'
+
+
+def _cities(*names: str) -> bytes:
+    """A cities.json whose records carry these `city_name` literals (JSON text), ids 1, 2, …"""
+    records = ["{" + CITY.format(index, name) + "}" for index, name in enumerate(names, start=1)]
+    return ("[" + ", ".join(records) + "]").encode()
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+ROW_DAMAGE = [
+    # (case, file, content, damaged rows as (row, rule, column), readable rows, reason excerpt)
+    (
+        "short row",
+        "teams.csv",
+        b"team_id,team_name\n1,A\n2\n3,C\n",
+        [(2, "field_count", None)],
+        2,
+        "line 3: 1 field(s), the header has 2",
+    ),
+    (
+        "a ,,, line",
+        "teams.csv",
+        b"team_id,team_name\n1,A\n,,,\n3,C\n",
+        [(2, "field_count", None)],
+        2,
+        "line 3: 4 field(s), the header has 2",
+    ),
+    (
+        "truncated last row",
+        "regions.csv",
+        b"region_id,region_name,city_id,delivery_base_fee\n1,Maadi,1,10\n2,Zamal",
+        [(2, "field_count", None)],
+        1,
+        "line 3: 2 field(s), the header has 4",
+    ),
+    (
+        "NUL in a string",
+        "cities.json",
+        _cities('"Cai\\u0000ro"', '"Giza"'),
+        [(1, "nul_character", "city_name")],
+        1,
+        "city_name: holds a NUL character",
+    ),
+    (
+        "lone surrogate",
+        "cities.json",
+        _cities('"Giza"', '"\\ud83d"'),
+        [(2, "invalid_unicode", "city_name")],
+        1,
+        "city_name: holds a lone UTF-16 surrogate escape",
+    ),
+    (
+        "100k-deep nesting",
+        "cities.json",
+        _cities(DEEP, '"Giza"'),
+        [(1, "too_deeply_nested", None)],
+        1,
+        "the record nests deeper than the JSON reader can decode",
+    ),
+    (
+        "extra key",
+        "cities.json",
+        b'[{"city_id": 1, "city_name": "Giza", "country": "Egypt", "timezone": "T", "lead": 3},'
+        b' {"city_id": 2, "city_name": "Cairo", "country": "Egypt", "timezone": "T"}]',
+        [(1, "extra_key", "lead")],
+        1,
+        "lead: not a column of the contract",
+    ),
+    (
+        "duplicate key",
+        "cities.json",
+        b'[{"city_id": 1, "city_name": "Giza", "city_name": "Cairo", "country": "E",'
+        b' "timezone": "T"},'
+        b' {"city_id": 2, "city_name": "Cairo", "country": "E", "timezone": "T"}]',
+        [(1, "duplicate_key", "city_name")],
+        1,
+        "city_name: the record gives this key more than once",
+    ),
+    (
+        "the same key in two spellings",
+        "cities.json",
+        b'[{"city_id": 1, "City_Name": "Giza", "city_name": "Cairo", "country": "E",'
+        b' "timezone": "T"},'
+        b' {"city_id": 2, " CITY_NAME ": "Cairo", "country": "E", "timezone": "T"}]',
+        [(1, "duplicate_key", "city_name")],
+        1,
+        "city_name: the record gives this key more than once",
+    ),
+    (
+        "a key that is data",
+        "cities.json",
+        b'[{"city_id": 1, "city_name": "G", "country": "E", "timezone": "T", "ann@x.io": 1},'
+        b' {"city_id": 2, "city_name": "C", "country": "E", "timezone": "T"}]',
+        [(1, "extra_key", "key_5")],
+        1,
+        "key_5: not a column of the contract",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "name", "content", "damaged", "readable", "reason"),
+    ROW_DAMAGE,
+    ids=[case[0] for case in ROW_DAMAGE],
+)
+def test_row_damage_costs_that_row_and_the_others_stay(
+    tmp_path: Path,
+    contract: Contract,
+    case: str,
+    name: str,
+    content: bytes,
+    damaged: list[tuple[int, str, str | None]],
+    readable: int,
+    reason: str,
+) -> None:
+    source = next(s for s, spec in contract.sources.items() if name in spec.files.values())
+    result = _read(
+        tmp_path, name, content, columns=ColumnMatch.of(contract, contract.sources[source])
+    )
+    assert result.rejection is None, case
+    lines = result.damage
+    found = [
+        (row, rule, None if pd.isna(column) else column)
+        for row, rule, column in zip(lines[ROW_COLUMN], lines["rule"], lines["column"], strict=True)
+    ]
+    assert found == damaged
+    assert set(lines["stage"]) == {"file"}
+    assert reason in lines["reason"].iloc[0]
+    assert len(result.frame) == readable + len(damaged)  # every row is counted
+    assert len(result.readable) == readable
+    assert not set(result.readable[ROW_COLUMN]) & {row for row, _, _ in damaged}
+    assert set(result.readable.columns) <= {ROW_COLUMN, *contract.sources[source].columns}
+    # What no text column can store is replaced, so that the row can be quarantined as it came.
+    assert (
+        not result.frame.astype(str)
+        .apply(lambda c: c.str.contains("[\x00\ud800-\udfff]"))
+        .any()
+        .any()
+    )
+
+
+def test_valid_input_in_other_spellings_is_accepted(tmp_path: Path, contract: Contract) -> None:
+    teams = ColumnMatch.of(contract, contract.sources["teams"])
+    spaced = _read(tmp_path, "teams.csv", b" Team_ID ,TEAM_NAME\r\n1,A\r\n", columns=teams)
+    assert spaced.rejection is None and spaced.damage.empty
+    assert list(spaced.readable.columns) == [ROW_COLUMN, "team_id", "team_name"]
+    cities = ColumnMatch.of(contract, contract.sources["cities"])
+    bom = _read(tmp_path, "cities.json", b"\xef\xbb\xbf" + _cities('"Giza"'), columns=cities)
+    assert bom.rejection is None and bom.damage.empty
+    assert bom.readable["city_name"].tolist() == ["Giza"]
+    huge = "9" * 5000  # beyond Python's 4,300-digit int-string limit: kept as the text it is
+    big = _read(tmp_path, "cities.json", _cities('"Giza"').replace(b": 1,", f": {huge},".encode()))
+    assert big.rejection is None and big.readable["city_id"].tolist() == [huge]
+
+
+def _special(path: Path, kind: str) -> None:
+    if kind == "FIFO":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:  # /dev/null's device numbers: opening it would read nothing, forever for /dev/zero
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("FIFO", "a FIFO (named pipe), not a regular file"),
+        ("directory", "a directory, not a regular file"),
+        ("device", "a character device, not a regular file"),
+    ],
+)
+def test_a_file_that_is_not_a_regular_file_is_refused_without_opening_it(
+    tmp_path: Path, kind: str, message: str
+) -> None:
+    path = tmp_path / "tickets.csv"
+    _special(path, kind)
+    started = time.monotonic()
+    result = read_source_file(path, "csv", tmp_path)
+    assert time.monotonic() - started < 5  # a FIFO opened for reading would wait for a writer
+    assert result.frame is None
+    assert result.rejection == reading.FileRejection("not_a_regular_file", message)
+
+
+def test_symlinks_are_followed_only_to_regular_files_inside_the_data_root(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "real.csv").write_bytes(b"team_id,team_name\n1,A\n")
+    (tmp_path / "outside.csv").write_bytes(b"team_id,team_name\n2,B\n")
+    links = {"inside": root / "real.csv", "outside": tmp_path / "outside.csv"}
+    links |= {"dangling": root / "gone.csv", "loop": root / "loop.csv"}
+    for name, target in links.items():
+        (root / f"{name}.csv").symlink_to(target)
+    inside = read_source_file(root / "inside.csv", "csv", root)
+    assert inside.rejection is None
+    assert inside.frame["team_id"].tolist() == ["1"]
+    verdicts = {
+        name: read_source_file(root / f"{name}.csv", "csv", root).rejection
+        for name in ("outside", "dangling", "loop")
+    }
+    assert verdicts == {
+        "outside": reading.FileRejection(
+            "symlink_outside_data", "a symbolic link to a file outside the data root"
+        ),
+        "dangling": reading.FileRejection(
+            "broken_symlink", "a symbolic link to a file that does not exist"
+        ),
+        "loop": reading.FileRejection("broken_symlink", "a symbolic link that loops"),
+    }
+
+
+def test_an_unreadable_file_is_refused(tmp_path: Path) -> None:
+    """Run as root without the capability to override file modes, as any other user reads."""
+    path = tmp_path / "teams.csv"
+    path.write_bytes(b"team_id,team_name\n1,A\n")
+    path.chmod(0)
+    script = (
+        "import sys; from pathlib import Path;"
+        " from fastfeast_dagster.sources.reading import read_source_file;"
+        " print(read_source_file(Path(sys.argv[1]), 'csv', Path(sys.argv[1]).parent).rejection)"
+    )
+    command = [sys.executable, "-c", script, str(path)]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == (
+        "FileRejection(rule='unreadable', message='the file cannot be read: Permission denied')"
+    )
+
+
+def test_a_headerless_csv_is_refused_without_quoting_its_first_row(tmp_path: Path) -> None:
+    first = "1,Ann,ann@example.com,01012345678,3,1,2025-01-01,female,2025-01-01 10:00:00,"
+    content = f"{first}\n2,Bob,bob@example.com,01012345679,3,1,2025-01-02,male,,\n".encode()
+    result = _read(tmp_path, "customers.csv", content)
+    assert result.rejection == reading.FileRejection(
+        "header_not_names",
+        "the first line does not name the columns: 8 of its 10 fields are not column names"
+        " (is the header row missing?)",
+    )
+    # Both lines are rows of the rejected file, under names that are not their values.
+    assert len(result.frame) == 2
+    assert list(result.frame.columns) == [ROW_COLUMN, *(f"column_{n}" for n in range(1, 11))]

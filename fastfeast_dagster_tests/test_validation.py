@@ -73,6 +73,36 @@ def test_accepted_value_formats_are_typed(contract: Contract) -> None:
     assert pd.isna(clean["delivered_at"].iloc[1])
 
 
+def test_timestamps_with_an_offset_become_the_contracts_wall_clock(contract: Contract) -> None:
+    """`Z` and `+hh:mm` are valid ISO-8601; the warehouse holds the contract zone's wall clock."""
+    offsets = ["2026-03-02T10:15:00Z", "2026-03-02 12:15:00+02:00", "2026-03-02T07:45:00.5-0230"]
+    ids = [f"3f2b8c1e-1a2b-4c3d-8e9f-0a1b2c3d4e5{n}" for n in range(len(offsets))]
+    rows = [
+        _order(order_id=order_id, order_created_at=moment, delivered_at="")
+        for order_id, moment in zip(ids, offsets, strict=True)
+    ]
+    utc = validate(_frame(rows), contract.sources["orders"], contract)
+    assert utc.rejects.empty, utc.rejects
+    assert {str(value) for value in utc.clean["order_created_at"]} == {
+        "2026-03-02 10:15:00",
+        "2026-03-02 10:15:00.500000",
+    }
+    cairo = contract.model_copy(
+        update={"partitions": contract.partitions.model_copy(update={"timezone": "Africa/Cairo"})}
+    )
+    local = validate(_frame(rows[:1]), contract.sources["orders"], cairo)
+    assert str(local.clean["order_created_at"].iloc[0]) == "2026-03-02 12:15:00"
+    # Without an offset a timestamp is already the contract zone's wall clock.
+    plain = validate(_frame([_order()]), contract.sources["orders"], cairo)
+    assert str(plain.clean["order_created_at"].iloc[0]) == "2026-03-02 10:15:00"
+    bad = validate(
+        _frame([_order(order_created_at="2026-03-02T10:15:00+2")]),
+        contract.sources["orders"],
+        contract,
+    )
+    assert _reasons(bad, 1) == {("schema", "type", "order_created_at")}
+
+
 @pytest.mark.parametrize("token", ["", "null", "None", "NaN", "nat", "NA", " n/a ", None])
 def test_the_null_vocabulary_becomes_a_real_null(contract: Contract, token: str | None) -> None:
     result = validate(

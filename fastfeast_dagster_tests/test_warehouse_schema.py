@@ -293,3 +293,25 @@ def test_a_schema_change_steps_back_for_running_loads_instead_of_queueing_before
         assert not migration.is_alive()
     with psycopg.connect(warehouse_url) as conn:
         assert conn.execute("SELECT team_lead FROM dim_team").fetchall() == []
+
+
+def test_a_warehouse_with_the_old_sla_materialized_view_gets_the_state_and_views(
+    conn: psycopg.Connection, contract: Contract
+) -> None:
+    apply_schema(conn, contract)
+    # The layout before the SLA state: a materialized view named ticket_sla, nothing else.
+    conn.execute("DROP VIEW v_ticket_sla_performance")
+    conn.execute("DROP VIEW ticket_sla")
+    conn.execute("DROP TABLE ticket_sla_state")
+    conn.execute("CREATE MATERIALIZED VIEW ticket_sla AS SELECT ticket_id FROM fact_ticket")
+    conn.commit()
+    assert apply_schema(conn, contract) > 0
+    kinds = dict(
+        conn.execute(
+            "SELECT relname, relkind FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            " AND relname IN ('ticket_sla', 'ticket_sla_state', 'v_ticket_sla_performance')"
+        ).fetchall()
+    )
+    assert kinds == {"ticket_sla": "v", "ticket_sla_state": "r", "v_ticket_sla_performance": "v"}
+    # And then it is up to date: nothing more to apply.
+    assert apply_schema(conn, contract) == 0

@@ -75,6 +75,10 @@ def _dependencies(source: str, contract: Contract) -> list[dg.AssetDep]:
         # An hour depends on its day's dimensions; same-grain parents map one to one.
         mapping = dg.TimeWindowPartitionMapping() if parent.kind != kind else None
         deps.append(dg.AssetDep(parent.table, partition_mapping=mapping))
+    # Derived date and time keys reference the (unpartitioned) calendar tables.
+    refs = contract.relations.parents_of(source)
+    calendar = [ref.parent_table for ref in refs if ref.to_calendar]
+    deps += [dg.AssetDep(table) for table in dict.fromkeys(calendar)]
     return deps
 
 

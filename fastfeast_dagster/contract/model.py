@@ -147,14 +147,6 @@ class Orphans(_Strict):
     retry_check_seconds: int = Field(default=60, gt=0)
 
 
-class Sla(_Strict):
-    refresh_minutes: int = Field(ge=1, le=59)
-
-
-class Marts(_Strict):
-    refresh_cron: str
-
-
 class QuarantineThresholds(_Strict):
     warn_rate: float = Field(ge=0, le=1)
     error_rate: float = Field(ge=0, le=1)
@@ -213,6 +205,26 @@ class Alerts(_Strict):
     smtp: Smtp
 
 
+class ColumnNames(_Strict):
+    """How the names a file gives its columns (CSV header, JSON keys) meet the contract's, which
+    are lower-case identifiers: ` Email` and `EMAIL` are the column `email`."""
+
+    trim: bool = True
+    ignore_case: bool = True
+
+    def normalise(self, name: str) -> str:
+        name = name.strip() if self.trim else name
+        return name.lower() if self.ignore_case else name
+
+
+class Retries(_Strict):
+    """Self-healing (`sensors/healing.py`): how often a partition whose run failed or died is
+    requested again, and how long it waits before each re-run after the first."""
+
+    max_attempts: int = Field(default=4, ge=0)
+    backoff_seconds: float = Field(default=60, ge=0)
+
+
 # Fields whose values may be `${VAR}` references: credentials and addresses of the alert mailer.
 SECRET_FIELDS = {("alerts", "smtp", field) for field in Smtp.model_fields}
 
@@ -222,8 +234,6 @@ class Contract(_Strict):
     partitions: Partitions
     sensors: Sensors
     orphans: Orphans
-    sla: Sla
-    marts: Marts
     quarantine: QuarantineThresholds
     repair: Repair = Repair()
     calendar: Calendar
@@ -234,6 +244,8 @@ class Contract(_Strict):
     pii: Pii
     alerts: Alerts
     sources: dict[str, SourceSpec]
+    column_names: ColumnNames = ColumnNames()
+    retries: Retries = Retries()
 
     @property
     def dimensions(self) -> dict[str, SourceSpec]:

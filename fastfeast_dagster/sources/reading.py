@@ -2,22 +2,32 @@
 
 Nothing is typed here: every value stays the text the file carried (JSON scalars are rendered as
 text, JSON `null`/`NaN` become missing), so validation sees exactly what arrived and quarantine can
-store it. A file that cannot be read becomes a `FileRejection` with a message naming the problem,
-never an exception without context.
+store it. Every file ends with a verdict, never an exception without context:
+- a file that cannot be read at all becomes a `FileRejection` naming the problem; it still counts
+  the rows it could see (the records before a JSON syntax error, every line of a CSV file whose
+  first line is data), which are quarantined with it;
+- a row the reader cannot take as it is (a CSV line with the wrong number of fields, a JSON record
+  with a NUL or a lone surrogate, a repeated key, a key the contract does not know, nesting too
+  deep to decode) costs that row only: it is a `damage` line, and the other rows go on.
+Only regular files are opened (a FIFO would block the run for good, a device would never end),
+and only as many bytes as the file held when it was opened.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import itertools
 import json
 import math
 import operator
+import os
 import re
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,61 +37,179 @@ import pyarrow.csv as pa_csv
 
 from fastfeast_dagster.batch import ROW_COLUMN, FileRejection, SourceFile
 from fastfeast_dagster.contract import TEXT_DTYPE
-from fastfeast_dagster.sources.storage import read_blob
+from fastfeast_dagster.sources.names import ColumnMatch, looks_like_name
+from fastfeast_dagster.sources.storage import ObjectPath
+
+# The shape of validation's reject lines (`validation/quarantine.py` takes both).
+DAMAGE_COLUMNS = [ROW_COLUMN, "stage", "rule", "column", "reason"]
+# A CSV row whose fields do not line up with the header: which value is which is unknown.
+MISALIGNED = "field_count"
+_EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+
+
+def _no_damage() -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=object) for name in DAMAGE_COLUMNS})
 
 
 @dataclass(frozen=True)
 class ReadResult:
     file: SourceFile
-    frame: pd.DataFrame | None  # all-text columns + ROW_COLUMN (1-based data row)
+    # Every row the file yielded, damaged ones included: all-text columns + ROW_COLUMN (1-based).
+    frame: pd.DataFrame | None
     rejection: FileRejection | None
+    # One line per (damaged row, problem); the row's values in `frame` are what could be read.
+    damage: pd.DataFrame = field(default_factory=_no_damage)
+    # The rows validation takes: `frame` without the damaged rows and the keys only they had.
+    readable: pd.DataFrame | None = None
 
 
-def read_source_file(path: Path, file_format: str, data_root: Path) -> ReadResult:
-    """Read one CSV or JSON-array file; bytes are read once so the md5 matches what was parsed."""
-    # A local file or an S3 object (`sources/storage.py`), pinned to the version the run was for.
-    blob = read_blob(path)
-    data = blob.data
+def read_source_file(
+    path: Path, file_format: str, data_root: Path, columns: ColumnMatch | None = None
+) -> ReadResult:
+    """Read one CSV or JSON-array file; bytes are read once so the md5 matches what was parsed.
+
+    With `columns`, the file's names are brought to the contract's spelling, and a JSON key the
+    contract does not know costs the records that carry it.
+    """
     relative = (
         path.relative_to(data_root).as_posix() if path.is_relative_to(data_root) else str(path)
     )
+    try:
+        data, modified_ns = _read_bytes(path, data_root)
+    except _Unreadable as problem:
+        return ReadResult(_unread_file(path, relative), None, problem.rejection)
     size = len(data)
     # hashlib releases the GIL on large inputs: the md5 runs on the other core while parsing.
     with ThreadPoolExecutor(max_workers=1) as pool:
         md5 = pool.submit(hashlib.md5, data)  # holds its own reference to the bytes
+        rejection = None
         try:
-            rejection = None
             # isspace, unlike strip, does not copy a large file to find that it is not blank.
             if not data or data.isspace():
                 raise _Unreadable("empty_file", "the file is empty")
             text = text_check(data)
             if file_format == "csv":
-                del text
-                frame = _read_csv(data)
+                parsed = _read_csv(data, text, columns)
             elif file_format == "json":
                 # The text alone is what JSON parsing needs: let the bytes go (once hashed).
                 del data
-                frame = _read_json(text)
+                parsed = _read_json(text, columns)
             else:
                 raise _Unreadable("unsupported_format", f"unsupported file format {file_format!r}")
         except _Unreadable as problem:
-            rejection = FileRejection(problem.rule, problem.message)
-        source = SourceFile(path, relative, size, blob.modified_ns, md5.result().hexdigest())
-    if rejection is not None:
+            rejection = problem.rejection
+            parsed = problem.seen
+        source = SourceFile(path, relative, size, modified_ns, md5.result().hexdigest())
+    if parsed is None:
         return ReadResult(source, None, rejection)
+    frame = parsed.frame
     frame.insert(0, ROW_COLUMN, pd.RangeIndex(1, len(frame) + 1))
-    return ReadResult(source, frame, None)
+    if rejection is not None:
+        return ReadResult(source, frame, rejection)
+    damage = parsed.damage_frame()
+    return ReadResult(source, frame, None, damage, parsed.readable(frame, damage))
+
+
+@dataclass
+class _Parsed:
+    frame: pd.DataFrame  # without ROW_COLUMN
+    damage: list[tuple[int, str, str | None, str]] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # columns that cost their rows (JSON keys)
+    # JSON: a column exists because some record has the key; CSV: because the header names it.
+    columns_from_rows: bool = False
+
+    def damage_frame(self) -> pd.DataFrame:
+        if not self.damage:
+            return _no_damage()
+        rows, rules, columns, reasons = zip(*self.damage, strict=True)
+        frame = pd.DataFrame(
+            {ROW_COLUMN: rows, "stage": "file", "rule": rules, "column": columns, "reason": reasons}
+        )
+        return frame.sort_values(ROW_COLUMN, kind="stable").reset_index(drop=True)
+
+    def readable(self, frame: pd.DataFrame, damage: pd.DataFrame) -> pd.DataFrame:
+        if damage.empty:
+            return frame
+        rows = frame[~frame[ROW_COLUMN].isin(damage[ROW_COLUMN])].drop(columns=self.extra)
+        if rows.empty and self.columns_from_rows:
+            # Every record was damaged: what keys they had says nothing about the file's columns.
+            rows = rows[[ROW_COLUMN]]
+        return rows.reset_index(drop=True)
 
 
 class _Unreadable(Exception):
-    def __init__(self, rule: str, message: str) -> None:
+    def __init__(self, rule: str, message: str, seen: _Parsed | None = None) -> None:
         super().__init__(message)
-        self.rule = rule
-        self.message = message
+        self.rejection = FileRejection(rule, message)
+        self.seen = seen  # the rows read before the problem, when there are any
+
+
+def _read_bytes(path: Path | ObjectPath, data_root: Path) -> tuple[bytes, int]:
+    """The bytes of a regular file (followed through a symlink that stays in the data root), or
+    of an S3 object at the version its run was requested for (`sources/storage.py`), and their
+    modification time in ns."""
+    if isinstance(path, ObjectPath):
+        blob = path.read()
+        return blob.data, blob.modified_ns
+    try:
+        info = os.lstat(path)
+        target = _link_target(path, data_root) if stat.S_ISLNK(info.st_mode) else path
+        info = os.stat(target)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Unreadable("not_a_regular_file", f"{_kind(info.st_mode)}, not a regular file")
+        # Non-blocking: a file swapped for a FIFO since the stat does not wait for a writer.
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise _Unreadable(
+                    "not_a_regular_file", f"{_kind(info.st_mode)}, not a regular file"
+                )
+            # What the file held when opened: bytes appended meanwhile are the next version's.
+            return file.read(info.st_size), info.st_mtime_ns
+    except OSError as error:
+        raise _Unreadable("unreadable", f"the file cannot be read: {error.strerror}") from None
+
+
+def _link_target(path: Path, data_root: Path) -> Path:
+    """Where a symlink leads, if that is a file inside the data root (never /etc/…, no loop)."""
+    try:
+        target = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise _Unreadable(
+            "broken_symlink", "a symbolic link to a file that does not exist"
+        ) from None
+    except (RuntimeError, OSError):  # a loop: RuntimeError up to Python 3.12, OSError after
+        raise _Unreadable("broken_symlink", "a symbolic link that loops") from None
+    if not target.is_relative_to(data_root.resolve()):
+        raise _Unreadable("symlink_outside_data", "a symbolic link to a file outside the data root")
+    return target
+
+
+def _kind(mode: int) -> str:
+    kinds: list[tuple[Callable[[int], bool], str]] = [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def _unread_file(path: Path, relative: str) -> SourceFile:
+    """A file that was not read: its own metadata, and the md5 of the nothing that was read."""
+    try:
+        info = os.lstat(path)
+        size, mtime_ns = (info.st_size, info.st_mtime_ns)
+    except OSError:
+        size, mtime_ns = 0, 0
+    return SourceFile(path, relative, size, mtime_ns, _EMPTY_MD5)
 
 
 def text_check(data: bytes) -> str:
-    """The bytes as text; refuses what is not UTF-8, naming the offset of the first bad byte."""
+    """The bytes as text, without a leading UTF-8 BOM; refuses what is not UTF-8, naming the
+    offset of the first bad byte."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -91,31 +219,92 @@ def text_check(data: bytes) -> str:
     nul = data.find(b"\x00")
     if nul >= 0:
         raise _Unreadable("binary", f"binary content: NUL byte at offset {nul}")
-    return text
+    return text.removeprefix("\ufeff")
 
 
-def _read_csv(data: bytes) -> pd.DataFrame:
-    first_line = data.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r")
-    columns = next(csv.reader([first_line]), [])
-    if not any(name.strip() for name in columns):
+def _read_csv(data: bytes, text: str, columns: ColumnMatch | None) -> _Parsed:
+    first_line = text.split("\n", 1)[0].rstrip("\r")
+    header = next(csv.reader([first_line]), [])
+    if not any(name.strip() for name in header):
         raise _Unreadable("empty_file", "the CSV file has no header row")
-    _refuse_duplicate_columns(columns)
+    if not all(map(looks_like_name, header)):
+        # Most likely a file without its header row: its first row is data (an e-mail address,
+        # a phone number), so it is quoted nowhere and every line is a row of the rejected file.
+        others = sum(not looks_like_name(name) for name in header)
+        raise _Unreadable(
+            "header_not_names",
+            f"the first line does not name the columns: {others} of its {len(header)} fields"
+            " are not column names (is the header row missing?)",
+            seen=_csv_rows(text, _positional(len(header)), has_header=False),
+        )
+    names = [columns.canonical(name) if columns else name for name in header]
+    repeated = next((name for index, name in enumerate(names) if name in names[:index]), None)
+    if repeated is not None:
+        raise _Unreadable(
+            "duplicate_columns",
+            f"the header repeats column {repeated!r}",
+            seen=_csv_rows(text, _positional(len(names))),
+        )
     try:
         table = pa_csv.read_csv(
             pa.py_buffer(data),
-            read_options=pa_csv.ReadOptions(column_names=columns, skip_rows=1, block_size=1 << 24),
+            read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 24),
             parse_options=pa_csv.ParseOptions(newlines_in_values=True),
             convert_options=pa_csv.ConvertOptions(
-                column_types={name: pa.string() for name in columns},
+                column_types={name: pa.string() for name in names},
                 # Empty cells stay empty text: validation applies the one null vocabulary.
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
         )
-    except pa.ArrowInvalid as error:
-        # Arrow quotes the offending row after the last colon; a row may hold PII.
-        problem = re.sub(r"(got \d+)\s*:.*", r"\1", str(error).splitlines()[0], flags=re.DOTALL)
-        raise _Unreadable("malformed_csv", f"malformed CSV: {problem}") from None
+    except pa.ArrowInvalid:
+        # A row without the header's number of fields (short, long, cut off at the end): read
+        # record by record instead, so that it costs that row and the others load.
+        return _csv_rows(text, names)
+    return _Parsed(table.to_pandas(types_mapper=lambda _: TEXT_DTYPE))
+
+
+def _positional(count: int) -> list[str]:
+    return [f"column_{position}" for position in range(1, count + 1)]
+
+
+def _csv_rows(text: str, names: list[str], *, has_header: bool = True) -> _Parsed:
+    """Every record of the file; one with the wrong number of fields is a damage line with its
+    line number, its fields kept in order (missing ones are missing)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    if has_header:
+        next(reader, None)
+    width = len(names)
+    rows: list[list[str | None]] = []
+    damage: list[tuple[int, str, str | None, str]] = []
+    try:
+        for fields in reader:
+            if not fields:
+                continue  # a blank line is no row (as Arrow reads it)
+            if len(fields) != width:
+                damage.append(
+                    (
+                        len(rows) + 1,
+                        MISALIGNED,
+                        None,
+                        f"line {reader.line_num}: {len(fields)} field(s), the header has {width}",
+                    )
+                )
+            rows.append([*fields[:width], *[None] * (width - len(fields))])
+    except csv.Error as error:
+        raise _Unreadable(
+            "malformed_csv",
+            f"malformed CSV at line {reader.line_num}: {error}",
+            seen=_Parsed(_text_frame(names, rows)),
+        ) from None
+    return _Parsed(_text_frame(names, rows), damage)
+
+
+def _text_frame(names: list[str], rows: list[list[str | None]]) -> pd.DataFrame:
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    table = pa.table(
+        {name: pa.array(column, pa.string()) for name, column in zip(names, values, strict=True)}
+    )
     return table.to_pandas(types_mapper=lambda _: TEXT_DTYPE)
 
 
@@ -123,32 +312,134 @@ _JSON_CHUNK_ROWS = 65_536
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
-def _read_json(text: str) -> pd.DataFrame:
+# A damage finding while decoding: (row in the chunk, rule, the key at fault as the file spells it).
+_Finding = tuple[int, str, str | None]
+_Chunks = Iterator[tuple[list[dict[str, object]], list[_Finding]]]
+# Escapes that decode to what PostgreSQL text cannot hold (NUL) or to no character at all (a
+# UTF-16 surrogate; a valid pair decodes to one character and is caught here only to be cleared).
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_REASONS = {
+    "duplicate_key": "{}: the record gives this key more than once",
+    "nul_character": "{}: holds a NUL character (\\u0000), which PostgreSQL text cannot store",
+    "invalid_unicode": "{}: holds a lone UTF-16 surrogate escape, which is no character",
+    "extra_key": "{}: not a column of the contract",
+    "too_deeply_nested": "the record nests deeper than the JSON reader can decode",
+}
+
+
+def _read_json(text: str, columns: ColumnMatch | None) -> _Parsed:
     """A JSON array of objects, parsed into Arrow string columns a slice of records at a time.
 
     Holding a million parsed dicts at once costs gigabytes; converting every slice into Arrow
     arrays keeps the peak near the size of the text. Python's decoder accepts the non-standard
     `NaN` literal that pandas-written files carry.
     """
+    suspect = _SUSPECT_ESCAPE.search(text) is not None
     try:
-        return _json_frame(_sliced_records(text))
-    except _NotPlain:
-        # Parsed again element by element, which names whatever is wrong with the file.
-        return _json_frame(_decoded_records(text))
+        try:
+            frame, findings = _json_frame(_sliced_records(text), suspect)
+        except _NotPlain:
+            # Parsed again element by element, which names whatever is wrong with the file.
+            frame, findings = _json_frame(_decoded_records(text), suspect)
+    except _Unreadable as problem:
+        if problem.seen is not None:
+            problem.seen = _match_keys(problem.seen.frame, [], columns)
+        raise
+    return _match_keys(frame, findings, columns)
 
 
-def _json_frame(chunks: Iterator[list[dict[str, object]]]) -> pd.DataFrame:
+def _json_frame(
+    chunks: _Chunks, suspect: bool
+) -> tuple[pd.DataFrame, list[tuple[int, str, str | None]]]:
+    """The records as a frame, and (row number, rule, key) for each damage found in them."""
     columns: dict[str, list[pa.Array]] = {}
+    findings: list[tuple[int, str, str | None]] = []
     done = 0
-    for chunk in chunks:
-        _add_chunk(columns, chunk, done)
-        done += len(chunk)
+    try:
+        for chunk, found in chunks:
+            findings += [(done + index + 1, rule, key) for index, rule, key in found]
+            if suspect:
+                findings += [(done + index + 1, rule, key) for index, rule, key in _clear(chunk)]
+            _add_chunk(columns, chunk, done)
+            done += len(chunk)
+    except _Unreadable as problem:
+        if done:
+            problem.seen = _Parsed(_columns_frame(columns, done))
+        raise
+    return _columns_frame(columns, done), findings
+
+
+def _columns_frame(columns: dict[str, list[pa.Array]], rows: int) -> pd.DataFrame:
     table = pa.table(
         {name: pa.chunked_array(arrays, type=pa.string()) for name, arrays in columns.items()}
     )
     frame = table.to_pandas(types_mapper=lambda _: TEXT_DTYPE)
-    frame.index = pd.RangeIndex(done)
+    frame.index = pd.RangeIndex(rows)
     return frame
+
+
+def _clear(chunk: list[dict[str, object]]) -> list[_Finding]:
+    """Replace what no text column can hold (NUL, lone surrogates) in keys and values with U+FFFD,
+    so that the record can be quarantined; each replacement is a finding against its record."""
+    found: list[_Finding] = []
+    for index, record in enumerate(chunk):
+        for key in list(record):
+            value = record[key]
+            name = key
+            if _UNSTORABLE.search(key):
+                name = _UNSTORABLE.sub("\ufffd", key)
+                found.append((index, _unstorable_rule(key), name))
+                record[name] = record.pop(key)
+            nested = isinstance(value, dict | list)
+            text = json.dumps(value, ensure_ascii=False) if nested else value
+            if isinstance(text, str) and _UNSTORABLE.search(text):
+                found.append((index, _unstorable_rule(text), name))
+                record[name] = _UNSTORABLE.sub("\ufffd", text)
+    return found
+
+
+def _unstorable_rule(text: str) -> str:
+    return "nul_character" if "\x00" in text else "invalid_unicode"
+
+
+def _match_keys(
+    frame: pd.DataFrame, findings: list[tuple[int, str, str | None]], columns: ColumnMatch | None
+) -> _Parsed:
+    """The keys brought to the contract's names, and the damage lines of the findings.
+
+    A key that does not look like a column name is kept as `key_<n>` (its place in the file):
+    it may be data. Two keys of one record that are one column (`Email`, `email`), and a key the
+    contract does not know, cost the records that carry a value for them.
+    """
+    names: dict[str, str] = {}
+    for position, key in enumerate(frame.columns, start=1):
+        if not looks_like_name(key):
+            names[key] = f"key_{position}"
+        else:
+            names[key] = columns.canonical(key) if columns is not None else key
+    damage = [
+        (row, rule, names.get(key or ""), _REASONS[rule].format(names.get(key or "", "")))
+        for row, rule, key in findings
+    ]
+    matched = frame.rename(columns=names)
+    if not matched.columns.is_unique:
+        merged: dict[str, pd.Series] = {}
+        for name in dict.fromkeys(matched.columns):
+            values = matched.loc[:, matched.columns == name]
+            if values.shape[1] > 1:
+                twice = values.notna().sum(axis=1).to_numpy() > 1
+                damage += _damage_lines(twice, "duplicate_key", name)
+            merged[name] = values.bfill(axis=1).iloc[:, 0]
+        matched = pd.DataFrame(merged, index=frame.index)
+    extra = columns.unknown(matched.columns) if columns is not None else []
+    for name in extra:
+        damage += _damage_lines(matched[name].notna().to_numpy(), "extra_key", name)
+    return _Parsed(matched, damage, extra, columns_from_rows=True)
+
+
+def _damage_lines(rows: np.ndarray, rule: str, name: str) -> list[tuple[int, str, str | None, str]]:
+    return [(int(row) + 1, rule, name, _REASONS[rule].format(name)) for row in np.flatnonzero(rows)]
 
 
 class _NotPlain(Exception):
@@ -159,34 +450,73 @@ _SLICE_CHARS = 1 << 24
 _ELEMENT_END = re.compile(r"\}[ \t\n\r]*,")
 
 
-def _sliced_records(text: str) -> Iterator[list[dict[str, object]]]:
+def _sliced_records(text: str) -> _Chunks:
     """Records of a plain array of objects, `json.loads`-ed ~16 MB of text at a time.
 
     Decoding element by element in a Python loop cost as much as the decoding itself. A slice
     ends at a `},` candidate; if that lies inside a string or a nested value, the slice is not
-    valid JSON (its brackets or quotes are left open) and the whole file takes the slow path.
+    valid JSON (its brackets or quotes are left open) and the whole file takes the slow path, as
+    it does for anything else this path cannot decode (an integer beyond Python's 4,300-digit
+    limit, nesting deeper than its recursion limit).
     """
     first = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
     last = len(text.rstrip()) - 1
     if not (text.startswith("[", first) and last > first and text[last] == "]"):
         raise _NotPlain
+    repeated: dict[int, list[str]] = {}
+    pairs = _pairs_hook(repeated)
     position = _WHITESPACE.match(text, first + 1).end()  # type: ignore[union-attr]
     while position < last:
         boundary = _ELEMENT_END.search(text, position + _SLICE_CHARS, last)
         stop = boundary.start() + 1 if boundary else last
         try:
-            records = json.loads(f"[{text[position:stop]}]")
-        except json.JSONDecodeError:
+            records = json.loads(f"[{text[position:stop]}]", object_pairs_hook=pairs)
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
             raise _NotPlain from None
         if not all(type(record) is dict for record in records):
             raise _NotPlain
-        yield records
+        found: list[_Finding] = []
+        if repeated:
+            found = [
+                (index, "duplicate_key", key)
+                for index, record in enumerate(records)
+                for key in repeated.get(id(record), ())
+            ]
+            repeated.clear()
+        yield records, found
         position = boundary.end() if boundary else last
 
 
-def _decoded_records(text: str) -> Iterator[list[dict[str, object]]]:
-    """Records decoded one by one, refusing the file with the position of its first problem."""
-    decoder = json.JSONDecoder()
+def _pairs_hook(repeated: dict[int, list[str]]) -> Callable[[list[tuple[str, object]]], dict]:
+    """An object hook that notes the keys an object repeats (by the object's id), where
+    `json.loads` alone would silently keep the last value."""
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        record = dict(items)
+        if len(record) < len(items):
+            keys = [key for key, _ in items]
+            repeated[id(record)] = [key for key in record if keys.count(key) > 1]
+        return record
+
+    return pairs
+
+
+def _int_or_text(digits: str) -> int | str:
+    """An integer literal; beyond Python's int-string limit, its digits as text (validation then
+    finds it out of range wherever an integer is expected)."""
+    try:
+        return int(digits)
+    except ValueError:
+        return digits
+
+
+def _decoded_records(text: str) -> _Chunks:
+    """Records decoded one by one, refusing the file with the position of its first problem.
+
+    A record nested too deeply to decode is skipped to its end and costs its row only.
+    """
+    repeated: dict[int, list[str]] = {}
+    decoder = json.JSONDecoder(object_pairs_hook=_pairs_hook(repeated), parse_int=_int_or_text)
     position = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
     if not text.startswith("[", position):
         value = _decode(decoder, text, position)[0]
@@ -195,38 +525,70 @@ def _decoded_records(text: str) -> Iterator[list[dict[str, object]]]:
         )
     position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
     chunk: list[dict[str, object]] = []
+    found: list[_Finding] = []
     done = 0
     first = True
-    while not text.startswith("]", position):
-        if not first:
-            if not text.startswith(",", position):
+    try:
+        while not text.startswith("]", position):
+            if not first:
+                if not text.startswith(",", position):
+                    raise _Unreadable(
+                        "malformed_json",
+                        f"not valid JSON: expected ',' or ']' at {_where(text, position)}",
+                    )
+                position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
+            first = False
+            try:
+                record, position = _decode(decoder, text, position)
+            except RecursionError:
+                record, position = {}, _value_end(text, position)
+                found.append((len(chunk), "too_deeply_nested", None))
+            if not isinstance(record, dict):
+                raise _Unreadable(
+                    "not_an_array",
+                    f"element {done + len(chunk) + 1} of the array is a {_json_kind(record)}, "
+                    "not an object",
+                )
+            found += [(len(chunk), "duplicate_key", key) for key in repeated.get(id(record), ())]
+            repeated.clear()
+            chunk.append(record)
+            if len(chunk) == _JSON_CHUNK_ROWS:
+                yield chunk, found
+                done += len(chunk)
+                chunk, found = [], []
+            position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
+            if position >= len(text):
                 raise _Unreadable(
                     "malformed_json",
-                    f"not valid JSON: expected ',' or ']' at {_where(text, position)}",
+                    f"not valid JSON: the array is not closed at {_where(text, position)}",
                 )
-            position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
-        first = False
-        record, position = _decode(decoder, text, position)
-        if not isinstance(record, dict):
-            raise _Unreadable(
-                "not_an_array",
-                f"element {done + len(chunk) + 1} of the array is a {_json_kind(record)}, "
-                "not an object",
-            )
-        chunk.append(record)
-        if len(chunk) == _JSON_CHUNK_ROWS:
-            yield chunk
-            done += len(chunk)
-            chunk = []
-        position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
-        if position >= len(text):
-            raise _Unreadable(
-                "malformed_json",
-                f"not valid JSON: the array is not closed at {_where(text, position)}",
-            )
-    if text[position + 1 :].strip():
-        raise _Unreadable("malformed_json", "not valid JSON: extra data after the array")
-    yield chunk
+        if text[position + 1 :].strip():
+            raise _Unreadable("malformed_json", "not valid JSON: extra data after the array")
+    except _Unreadable as problem:
+        # The records before the problem are rows the file showed: the rejection counts them.
+        yield chunk, []
+        raise problem from None
+    yield chunk, found
+
+
+# A JSON string (escapes included) or a bracket: enough to find where a value ends.
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*+"|[\[\]{}]')
+
+
+def _value_end(text: str, position: int) -> int:
+    """Where the array or object starting at `position` ends, without decoding it."""
+    depth = 0
+    for token in _STRING_OR_BRACKET.finditer(text, position):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+        elif bracket in ("]", "}"):
+            depth -= 1
+            if depth == 0:
+                return token.end()
+    raise _Unreadable(
+        "malformed_json", f"not valid JSON: the array is not closed at {_where(text, len(text))}"
+    )
 
 
 def _where(text: str, position: int) -> str:
@@ -324,11 +686,3 @@ def _json_kind(value: object) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
         type(value), "number" if isinstance(value, int | float) else "null"
     )
-
-
-def _refuse_duplicate_columns(names: list[str]) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise _Unreadable("duplicate_columns", f"the header repeats column {name!r}")
-        seen.add(name)

@@ -3,9 +3,10 @@
 `FASTFEAST_DATA_DIR=s3://bucket/prefix` makes the data root an `ObjectRoot`. Its locations
 (`ObjectPath`) answer the few path operations the layout, the asset and the reader use (`/`,
 `name`, `exists`, `relative_to`), so a partition's files are found the same way in both; only
-listing (`sources/objects.py`) and reading (`read_blob`) differ. The client comes from boto3's
-standard configuration: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, and
-`AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`) for an S3-compatible server.
+listing (`sources/objects.py`) and reading (`ObjectPath.read`, from `sources/reading.py`)
+differ. The client comes from boto3's standard configuration: `AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, and `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`) for an
+S3-compatible server.
 
 A run reads the objects at the ETags its sensor saw (the `fastfeast/etags` run tag): an object
 replaced since then fails the read instead of loading bytes no run key describes; the sensor
@@ -143,14 +144,6 @@ DataRoot = Path | ObjectRoot
 def data_root_from(value: str) -> ObjectRoot | None:
     """The object root that `FASTFEAST_DATA_DIR` names, or None for a local folder."""
     return ObjectRoot.from_url(value) if value.startswith(OBJECT_SCHEME) else None
-
-
-def read_blob(path: Path | ObjectPath) -> Blob:
-    """The bytes of a source file and its modification time, read once."""
-    if isinstance(path, ObjectPath):
-        return path.read()
-    data = path.read_bytes()
-    return Blob(data, path.stat().st_mtime_ns)
 
 
 def for_run(root: DataRoot, tags: Mapping[str, str]) -> DataRoot:

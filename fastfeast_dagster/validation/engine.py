@@ -37,6 +37,8 @@ INT32_MAX = 2**31 - 1
 _INTEGER = r"[+-]?\d+(?:\.0*)?"
 _DATE = r"\d{4}-\d{2}-\d{2}"
 _TIMESTAMP = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?"
+# An ISO-8601 UTC offset: `Z`, `+02`, `+0200` or `+02:00`.
+_OFFSET = r"(?:Z|[+-]\d{2}(?::?\d{2})?)"
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -122,7 +124,9 @@ def validate(frame: pd.DataFrame, spec: SourceSpec, contract: Contract) -> Valid
     typed: dict[str, pd.Series] = {ROW_COLUMN: frame[ROW_COLUMN]}
 
     for name, column in spec.columns.items():
-        typed[name] = _schema_stage(frame[name], name, column, null_tokens, failures)
+        typed[name] = _schema_stage(
+            frame[name], name, column, null_tokens, failures, contract.partitions.timezone
+        )
     for name, column in spec.columns.items():
         _records_stage(typed[name], name, column, contract, failures)
     for rule in spec.rules:
@@ -174,11 +178,12 @@ def _schema_stage(
     column: ColumnSpec,
     null_tokens: set[str],
     failures: _Failures,
+    zone: str,
 ) -> pd.Series:
     text = raw.astype(TEXT_DTYPE).str.strip()
     is_null = text.isna() | text.str.lower().isin(null_tokens)
     present = text.mask(is_null)
-    value, bad_type, expected = _parse(present, column)
+    value, bad_type, expected = _parse(present, column, zone)
     failures.add(bad_type, "schema", "type", name, f"{name}: {expected}")
     if not column.nullable:
         failures.add(is_null, "schema", "not_null", name, f"{name}: required value is missing")
@@ -189,8 +194,12 @@ def _schema_stage(
     return value.mask(bad_type.fillna(False).astype(bool))
 
 
-def _parse(present: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd.Series, str]:
-    """Typed values, a mask of unparseable non-null values, and what was expected."""
+def _parse(present: pd.Series, column: ColumnSpec, zone: str) -> tuple[pd.Series, pd.Series, str]:
+    """Typed values, a mask of unparseable non-null values, and what was expected.
+
+    A timestamp with a UTC offset is converted to the wall clock of `zone`, the contract's, in
+    which the files' other timestamps are written.
+    """
     if column.type == "text":
         return present, pd.Series(False, index=present.index), "text"
     if column.type == "int":
@@ -207,11 +216,11 @@ def _parse(present: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd.Series
         shaped = present.where(present.str.fullmatch(_DATE).fillna(False))
         value = _datetimes(shaped, "%Y-%m-%d")
         return value, present.notna() & value.isna(), "not a date (YYYY-MM-DD)"
-    shaped = present.where(present.str.fullmatch(_TIMESTAMP).fillna(False)).str.replace(
-        "T", " ", regex=False
-    )
-    value = _datetimes(shaped, "ISO8601")
-    return value, present.notna() & value.isna(), "not an ISO-8601 timestamp without zone"
+    shaped = present.where(
+        present.str.fullmatch(f"{_TIMESTAMP}{_OFFSET}?").fillna(False)
+    ).str.replace("T", " ", regex=False)
+    value = _datetimes(shaped, "ISO8601", zone)
+    return value, present.notna() & value.isna(), "not an ISO-8601 timestamp"
 
 
 def _integers(present: pd.Series) -> pd.Series:
@@ -261,13 +270,19 @@ def _floats(present: pd.Series) -> pd.Series:
     )
 
 
-def _datetimes(shaped: pd.Series, pandas_format: str) -> pd.Series:
+def _datetimes(shaped: pd.Series, pandas_format: str, zone: str | None = None) -> pd.Series:
     """Dates or timestamps already shaped by the regex; Arrow parses when it accepts them all.
 
     Arrow's ISO-8601 cast gives the same nanoseconds as pandas and refuses what pandas turns
     into NaT (Feb 30, hour 24, years outside 1677-2262); one such value sends the column to
-    pandas, which marks it alone.
+    pandas, which marks it alone. Values with a UTC offset become `zone`'s wall clock.
     """
+    if zone is not None:
+        offset = shaped.str.contains(f"{_OFFSET}$").fillna(False).to_numpy(dtype=bool)
+        if offset.any():
+            moment = pd.to_datetime(shaped[offset], format=pandas_format, utc=True, errors="coerce")
+            local = moment.dt.tz_convert(zone).dt.tz_localize(None)
+            return _datetimes(shaped.mask(offset), pandas_format).mask(offset, local)
     try:
         parsed = pc.cast(pa.array(shaped.array, pa.large_string()), pa.timestamp("ns"))
     except pa.ArrowInvalid:

@@ -21,8 +21,10 @@ from fastfeast_dagster.batch import (
     PartitionFile,
 )
 from fastfeast_dagster.contract import Contract, SourceSpec
+from fastfeast_dagster.sources.names import ColumnMatch
 from fastfeast_dagster.sources.reading import read_source_file
 from fastfeast_dagster.stopwatch import Stopwatch
+from fastfeast_dagster.validation.damage import damage_quarantine
 from fastfeast_dagster.validation.derive import add_derived_columns
 from fastfeast_dagster.validation.engine import check_columns, validate
 from fastfeast_dagster.validation.quarantine import quarantine_rows
@@ -44,7 +46,12 @@ def prepare_batch(
     watch = Stopwatch()
     for item in files:
         with watch.stage("read"):
-            result = read_source_file(item.path, spec.file_format(item.folder_kind), data_root)
+            result = read_source_file(
+                item.path,
+                spec.file_format(item.folder_kind),
+                data_root,
+                ColumnMatch.of(contract, spec),
+            )
         name = result.file.relative_path
         if result.frame is None:
             outcome = FileOutcome(
@@ -56,7 +63,7 @@ def prepare_batch(
         frame = result.frame
         with watch.stage("mask"):
             masked = _mask_columns(frame, spec, key)
-        rejection = check_columns(frame, spec)
+        rejection = result.rejection or check_columns(result.readable, spec)
         outcome = FileOutcome(
             result.file, item.folder_kind, item.partition_key, len(frame), rejection
         )
@@ -65,10 +72,15 @@ def prepare_batch(
             raw = _raw(frame, np.ones(len(frame), dtype=bool), masked, contract, key)
             quarantines.append(quarantine_rows(spec.table, outcome, pd.DataFrame(), raw))
             continue
-        if frame.empty:
+        if not result.damage.empty:
+            damaged = frame[ROW_COLUMN].isin(result.damage[ROW_COLUMN])
+            raw = _raw(frame, damaged, masked, contract, key)
+            quarantines.append(damage_quarantine(spec.table, outcome, result.damage, raw, key))
+        readable = result.readable
+        if readable.empty:
             continue
         with watch.stage("validate"):
-            validated = validate(frame, spec, contract)
+            validated = validate(readable, spec, contract)
             clean = add_derived_columns(validated.clean, spec)
         with watch.stage("mask"):
             _take_tokens(clean, masked, validated.repairs)

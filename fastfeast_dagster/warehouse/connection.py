@@ -70,3 +70,33 @@ def with_driver(url: str, driver: str | None) -> str:
 def redact(url: str) -> str:
     """The URL with its password replaced, for logs and messages."""
     return _PASSWORD.sub(r"\1***@", url)
+
+
+# SQLSTATE classes and codes of a server that is gone: connection exceptions (08), and the
+# server shutting down or not yet accepting connections (57P01-57P03).
+_GONE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether an error (or one it was raised from) says the server cannot be reached: psycopg 3
+    for the warehouse, psycopg2 under SQLAlchemy for Dagster's storage."""
+    import psycopg
+    import psycopg2
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, psycopg.OperationalError | psycopg2.OperationalError):
+            state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+            if state is None or state.startswith(_GONE_STATES):
+                return True
+        if type(current).__name__ == "DagsterPostgresException":  # "too many retries for DB …"
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def unreachable_message(url: str) -> str:
+    """The one line an outage ends in, for a run and for `fastfeast ingest`."""
+    return f"warehouse unreachable at {redact(url)}, will retry"

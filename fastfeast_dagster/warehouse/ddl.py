@@ -25,7 +25,7 @@ from fastfeast_dagster.warehouse.fixed_tables import (
     FIXED_COLUMNS,
     FIXED_TABLES,
 )
-from fastfeast_dagster.warehouse.sla import SLA_VIEW, sla_view_statement
+from fastfeast_dagster.warehouse.sla import sla_statements
 
 # Held while the schema is applied, so concurrent run workers do not race each other's DDL.
 _SCHEMA_LOCK_ID = 0x0FA57FEA57
@@ -194,9 +194,7 @@ def pending_statements(
             )
         )
         statements.append(sql.SQL(FILL_DIM_TIME.format(schema=ident)))  # type: ignore[arg-type]
-    view = sla_view_statement(contract)
-    if view is not None and SLA_VIEW not in catalog.relations:
-        statements.append(view)
+    statements += sla_statements(contract, catalog.relations)
     return statements
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 
 import pandas as pd
@@ -61,6 +62,7 @@ def load_batch(
     scope = LoadScope(contract, batch.source, asset_key, run_id, batch.partition_keys)
     watch = Stopwatch()
     with conn.transaction(), conn.cursor() as cur:
+        _end_with_its_client(cur, asset_key)
         # Two runs of the same partition (a sensor run and an orphan retry, say) take turns, so
         # neither sees the other's half-written quarantine and both stay idempotent.
         cur.execute(
@@ -108,6 +110,35 @@ def load_batch(
         extra={"table": report.table, "partitions": batch.partition_keys, "run_id": run_id},
     )
     return report
+
+
+# A load holds its partition's advisory lock and SHARE locks on its parent tables until it ends.
+# When its client dies (kill -9, a crashed run worker, a lost host) the server must roll it back at
+# once: left alone, a backend runs its statement to the end first (16-20 s measured for a killed
+# 300 k-order load), or, idle in its transaction behind a frozen client, keeps the locks for good.
+_SESSION_GUARDS = {
+    # PostgreSQL 14+: the socket is polled while a statement runs (or waits for a lock).
+    "client_connection_check_interval": "1s",
+    # Well above the longest pause between a load's statements (building the COPY's Arrow
+    # table), which a loaded two-core machine stretches to seconds.
+    "idle_in_transaction_session_timeout": "30s",
+    # A client host that vanished without closing its TCP connection (ignored on Unix sockets).
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "1",
+    "tcp_keepalives_count": "3",
+}
+
+
+def _end_with_its_client(cur: psycopg.Cursor, asset_key: str) -> None:
+    """Dead-client detection for this load's transaction only (`SET LOCAL`): Dagster's storage
+    and every other session keep the server's defaults. `application_name` shows in
+    pg_stat_activity which process loads which table."""
+    guards = dict(_SESSION_GUARDS)
+    if cur.connection.info.server_version < 140000:
+        del guards["client_connection_check_interval"]
+    guards["application_name"] = f"fastfeast-load pid={os.getpid()} {asset_key}"[:63]
+    for name, value in guards.items():
+        cur.execute("SELECT set_config(%s, %s, true)", (name, value))
 
 
 def _copy_clean_rows(cur: psycopg.Cursor, scope: LoadScope, clean: pd.DataFrame) -> None:

@@ -84,6 +84,7 @@ MARTS = list(_SCRIPTS)
 class MartDay:
     rows: pd.DataFrame  # the day's mart rows
     headline: pd.Series  # the day's KPIs over all its rows
+    had_rows: bool  # whether the day had rows before this rebuild
 
 
 def rebuild_mart_day(conn: psycopg.Connection, contract: Contract, mart: str, day: int) -> MartDay:
@@ -95,10 +96,16 @@ def rebuild_mart_day(conn: psycopg.Connection, contract: Contract, mart: str, da
         "day": sql.Literal(day),
     }
     with conn.transaction():
+        # Two rebuilds of the same day take turns: each deletes what it sees, so side by side
+        # both would insert the day.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{mart}|{day}",))
+        had_rows = _query(
+            conn, sql.SQL("SELECT 1 FROM {table} WHERE date_key = {day} LIMIT 1").format(**names)
+        )
         conn.execute(sql.SQL(script).format(**names))  # type: ignore[arg-type]
         rows = _query(conn, sql.SQL("SELECT * FROM {table} WHERE date_key = {day}").format(**names))
         totals = _query(conn, sql.SQL(headline).format(**names))  # type: ignore[arg-type]
-    return MartDay(rows, totals.iloc[0])
+    return MartDay(rows, totals.iloc[0], not had_rows.empty)
 
 
 def _query(conn: psycopg.Connection, query: sql.Composable) -> pd.DataFrame:
