@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fastfeast_dagster.contract import Contract, state_root
+from fastfeast_dagster.deployment import refuse_fallback
 from fastfeast_dagster.warehouse.connection import uses_embedded_server
 
 KEY_FILE_NAME = "pii.key"
@@ -35,6 +36,7 @@ def load_key(contract: Contract) -> bytes:
     from_env = os.environ.get(contract.pii.key_env)
     if from_env:
         return from_env.encode()
+    refuse_fallback(contract.pii.key_env, "a key file in the state dir")
     if not uses_embedded_server(contract):
         # An external warehouse must not get tokens from a key that lives on one laptop.
         raise PiiKeyError(

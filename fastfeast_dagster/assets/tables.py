@@ -17,10 +17,12 @@ from fastfeast_dagster.assets.metadata import table_metadata
 from fastfeast_dagster.batch import LoadBatch
 from fastfeast_dagster.contract import ColumnSpec, Contract, data_root
 from fastfeast_dagster.sources.layout import partition_file
+from fastfeast_dagster.sources.storage import for_run
 from fastfeast_dagster.validation.prepare import prepare_batch
 
 GROUPS = {"dimension": "dimensions", "fact": "facts"}
 IO_MANAGER_KEY = "warehouse_io_manager"
+LOAD_POOL = "warehouse_load"
 
 
 def build_table_asset(
@@ -37,6 +39,9 @@ def build_table_asset(
         partitions_def=partitions_def,
         deps=_dependencies(source, contract),
         io_manager_key=IO_MANAGER_KEY,
+        # Caps concurrent loads across every run worker where the instance sets a limit
+        # (deploy/: `concurrency.pools`); unlimited where none is set, as on one machine.
+        pool=LOAD_POOL,
         dagster_type=_batch_type(contract, source),
         metadata={
             "dagster/column_schema": _column_schema(contract, source),
@@ -52,7 +57,7 @@ def build_table_asset(
         freshness_policy=_freshness_policy(contract) if spec.kind == "fact" else None,
     )
     def _table(context: dg.AssetExecutionContext) -> LoadBatch:
-        root = data_root(contract)
+        root = for_run(data_root(contract), context.run.tags)
         files = [partition_file(contract, root, source, key) for key in context.partition_keys]
         missing = [str(item.path) for item in files if not item.path.exists()]
         if missing:

@@ -16,10 +16,16 @@ from pydantic import ValidationError
 
 from fastfeast_dagster.contract.checks import check_contract, check_env_references
 from fastfeast_dagster.contract.model import Contract
+from fastfeast_dagster.deployment import refuse_fallback
+from fastfeast_dagster.sources.storage import DataRoot, data_root_from
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "pipeline.yaml"
-EXPECTATIONS_DIR = PROJECT_ROOT / "config" / "expectations"
+# The source tree's config/, or the copy inside an installed package (pyproject.toml ships it).
+_SOURCE_CONFIG = PROJECT_ROOT / "config"
+CONFIG_DIR = _SOURCE_CONFIG if _SOURCE_CONFIG.is_dir() else Path(__file__).parent.parent / "config"
+DEFAULT_CONFIG_PATH = CONFIG_DIR / "pipeline.yaml"
+# A deployment may keep its suites elsewhere, as it may its contract (FASTFEAST_CONFIG).
+EXPECTATIONS_DIR = Path(os.environ.get("FASTFEAST_EXPECTATIONS_DIR") or CONFIG_DIR / "expectations")
 
 
 class ContractError(ValueError):
@@ -96,9 +102,16 @@ def _value_at(error: ValidationError, loc: list[str]) -> object:
     return None
 
 
-def data_root(contract: Contract) -> Path:
-    """Root of `master/`, `input/batch/` and `input/stream/`; `FASTFEAST_DATA_DIR` overrides."""
-    return _project_path(os.environ.get("FASTFEAST_DATA_DIR") or contract.paths.data_dir)
+def data_root(contract: Contract) -> DataRoot:
+    """Root of `master/`, `input/batch/` and `input/stream/`; `FASTFEAST_DATA_DIR` overrides.
+
+    `s3://bucket/prefix` puts it in object storage (`sources/storage.py`).
+    """
+    value = os.environ.get("FASTFEAST_DATA_DIR")
+    if not value:
+        refuse_fallback("FASTFEAST_DATA_DIR", "a data root relative to the installed code")
+        value = contract.paths.data_dir
+    return data_root_from(value) or _project_path(value)
 
 
 def state_root(contract: Contract) -> Path:

@@ -23,9 +23,11 @@ from pathlib import Path
 import dagster as dg
 
 from fastfeast_dagster.contract import Contract, data_root
+from fastfeast_dagster.sensors.objects import ObjectCursor, ObjectScan, scan_objects
 from fastfeast_dagster.sensors.parents import held_for_parents
 from fastfeast_dagster.sources.completeness import is_complete
 from fastfeast_dagster.sources.listing import FoundFile, list_partition_files
+from fastfeast_dagster.sources.storage import DataRoot, ObjectRoot, pin_tags
 
 FOLDER_SENSOR_NAMES = {"batch": "batch_files_sensor", "stream": "stream_files_sensor"}
 
@@ -226,25 +228,36 @@ def build_folder_sensor(
         root = data_root(contract)
         now = time.time_ns()
         partitions = list_partition_files(contract, root, kind)
-        cursor = Cursor.loads(context.cursor)
-        # Only what this tick may take: the hours ever delivered would cost a query per day and
-        # table on every tick, and ticks come every few seconds.
-        changed = {key: partitions[key] for key in changed_partitions(partitions, cursor)}
-        held = (
-            held_for_parents(contract, context.instance, root, changed, now_ns=now)
-            if kind == "stream"
-            else set()
-        )
-        result = scan(
-            partitions,
-            cursor,
-            now_ns=now,
-            settle_seconds=settle,
-            last_partition_key=partitions_def.get_last_partition_key(),
-            max_requests=contract.sensors.max_requests_per_tick,
-            held=frozenset(held),
-            complete=_complete_files(changed, now, settle, contract.sensors.complete_max_mb),
-        )
+        if isinstance(root, ObjectRoot):
+            # An S3 data root has no change times to keep a watermark on (`sensors/objects.py`);
+            # it is listed within the lookback window only, and an object is whole once listed.
+            objects = ObjectCursor.loads(context.cursor)
+            held = _held(kind, contract, context.instance, root, partitions, now)
+            result: Scan | ObjectScan = scan_objects(
+                partitions,
+                objects,
+                now_ns=now,
+                settle_seconds=settle,
+                last_partition_key=partitions_def.get_last_partition_key(),
+                max_requests=contract.sensors.max_requests_per_tick,
+                held=held,
+            )
+        else:
+            cursor = Cursor.loads(context.cursor)
+            # Only what this tick may take: the hours ever delivered would cost a query per day
+            # and table on every tick, and ticks come every few seconds.
+            changed = {key: partitions[key] for key in changed_partitions(partitions, cursor)}
+            held = _held(kind, contract, context.instance, root, changed, now)
+            result = scan(
+                partitions,
+                cursor,
+                now_ns=now,
+                settle_seconds=settle,
+                last_partition_key=partitions_def.get_last_partition_key(),
+                max_requests=contract.sensors.max_requests_per_tick,
+                held=held,
+                complete=_complete_files(changed, now, settle, contract.sensors.complete_max_mb),
+            )
         requests = [
             dg.RunRequest(
                 run_key=f"{kind}:{partition.partition_key}:{partition.fingerprint}",
@@ -253,7 +266,10 @@ def build_folder_sensor(
                     dg.AssetKey(tables[f.source])
                     for f in sorted(partition.files, key=lambda f: load_order.index(f.source))
                 ],
-                tags={"fastfeast/files": ",".join(sorted(f.path.name for f in partition.files))},
+                tags={
+                    "fastfeast/files": ",".join(sorted(f.path.name for f in partition.files)),
+                    **pin_tags((f.path, f.version) for f in partition.files),
+                },
             )
             for partition in result.ready
         ]
@@ -270,6 +286,20 @@ def build_folder_sensor(
         )
 
     return _sensor
+
+
+def _held(
+    kind: str,
+    contract: Contract,
+    instance: dg.DagsterInstance,
+    root: DataRoot,
+    partitions: dict[str, list[FoundFile]],
+    now_ns: int,
+) -> frozenset[str]:
+    """The hours that wait for their day's dimensions (none for the batch sensor)."""
+    if kind != "stream":
+        return frozenset()
+    return frozenset(held_for_parents(contract, instance, root, partitions, now_ns=now_ns))
 
 
 def _complete_files(

@@ -12,18 +12,18 @@ those rows then take the orphan path, and the retry loads them once the parents 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import dagster as dg
 
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.sources.listing import FoundFile, dimension_files
+from fastfeast_dagster.sources.storage import DataRoot
 
 
 def held_for_parents(
     contract: Contract,
     instance: dg.DagsterInstance,
-    root: Path,
+    root: DataRoot,
     hours: Mapping[str, list[FoundFile]],
     *,
     now_ns: int,

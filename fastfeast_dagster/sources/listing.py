@@ -19,6 +19,7 @@ from fastfeast_dagster.sources.layout import (
     master_partition_key,
     partition_folder,
 )
+from fastfeast_dagster.sources.storage import DataRoot, ObjectRoot
 
 
 @dataclass(frozen=True)
@@ -30,21 +31,28 @@ class FoundFile:
     ctime_ns: int
     # (folder, mtime, ctime) from the file's folder up to, not including, the watched root.
     folders: tuple[tuple[Path, int, int], ...] = ()
+    version: str | None = None  # an object's ETag; a local file has none
 
 
-def list_partition_files(contract: Contract, root: Path, kind: str) -> dict[str, list[FoundFile]]:
+def list_partition_files(
+    contract: Contract, root: DataRoot, kind: str
+) -> dict[str, list[FoundFile]]:
     """Every known file under the folders of `kind` (`batch` or `stream`), by partition key."""
+    if isinstance(root, ObjectRoot):
+        from fastfeast_dagster.sources import objects  # it builds on this module
+
+        return objects.list_partition_files(contract, root, kind)
     found: dict[str, list[FoundFile]] = {}
     if kind == "batch":
-        names = _file_names(contract, "batch")
-        master = _file_names(contract, "master")
+        names = file_names(contract, "batch")
+        master = file_names(contract, "master")
         found[master_partition_key(contract)] = _stat_known(root / contract.paths.master, master)
         batch_root = root / contract.paths.batch
         for day in _subfolders(batch_root):
             if is_day(day.name) and day.name > master_partition_key(contract):
                 found[day.name] = _stat_known(day, names, _chain(day))
     else:
-        names = _file_names(contract, "stream")
+        names = file_names(contract, "stream")
         first_day = contract.partitions.stream_start_date.isoformat()
         for day in _subfolders(root / contract.paths.stream):
             if not is_day(day.name) or day.name < first_day:
@@ -57,14 +65,18 @@ def list_partition_files(contract: Contract, root: Path, kind: str) -> dict[str,
     return {key: files for key, files in found.items() if files}
 
 
-def dimension_files(contract: Contract, root: Path, day: str) -> list[FoundFile]:
+def dimension_files(contract: Contract, root: DataRoot, day: str) -> list[FoundFile]:
     """The dimension files present for `day`'s partition (the master's on the start date)."""
+    if isinstance(root, ObjectRoot):
+        from fastfeast_dagster.sources import objects
+
+        return objects.dimension_files(contract, root, day)
     folder_kind = "master" if day == master_partition_key(contract) else "batch"
     folder = partition_folder(contract, root, "batch", day)
-    return _stat_known(folder, _file_names(contract, folder_kind))
+    return _stat_known(folder, file_names(contract, folder_kind))
 
 
-def _file_names(contract: Contract, folder_kind: str) -> dict[str, str]:
+def file_names(contract: Contract, folder_kind: str) -> dict[str, str]:
     return {
         spec.files[folder_kind]: name  # type: ignore[index]
         for name, spec in contract.sources.items()

@@ -38,6 +38,7 @@ import pyarrow.csv as pa_csv
 from fastfeast_dagster.batch import ROW_COLUMN, FileRejection, SourceFile
 from fastfeast_dagster.contract import TEXT_DTYPE
 from fastfeast_dagster.sources.names import ColumnMatch, looks_like_name
+from fastfeast_dagster.sources.storage import ObjectPath
 
 # The shape of validation's reject lines (`validation/quarantine.py` takes both).
 DAMAGE_COLUMNS = [ROW_COLUMN, "stage", "rule", "column", "reason"]
@@ -74,7 +75,7 @@ def read_source_file(
         path.relative_to(data_root).as_posix() if path.is_relative_to(data_root) else str(path)
     )
     try:
-        data, info = _read_bytes(path, data_root)
+        data, modified_ns = _read_bytes(path, data_root)
     except _Unreadable as problem:
         return ReadResult(_unread_file(path, relative), None, problem.rejection)
     size = len(data)
@@ -98,7 +99,7 @@ def read_source_file(
         except _Unreadable as problem:
             rejection = problem.rejection
             parsed = problem.seen
-        source = SourceFile(path, relative, size, info.st_mtime_ns, md5.result().hexdigest())
+        source = SourceFile(path, relative, size, modified_ns, md5.result().hexdigest())
     if parsed is None:
         return ReadResult(source, None, rejection)
     frame = parsed.frame
@@ -143,8 +144,13 @@ class _Unreadable(Exception):
         self.seen = seen  # the rows read before the problem, when there are any
 
 
-def _read_bytes(path: Path, data_root: Path) -> tuple[bytes, os.stat_result]:
-    """The bytes of a regular file (followed through a symlink that stays in the data root)."""
+def _read_bytes(path: Path | ObjectPath, data_root: Path) -> tuple[bytes, int]:
+    """The bytes of a regular file (followed through a symlink that stays in the data root), or
+    of an S3 object at the version its run was requested for (`sources/storage.py`), and their
+    modification time in ns."""
+    if isinstance(path, ObjectPath):
+        blob = path.read()
+        return blob.data, blob.modified_ns
     try:
         info = os.lstat(path)
         target = _link_target(path, data_root) if stat.S_ISLNK(info.st_mode) else path
@@ -160,7 +166,7 @@ def _read_bytes(path: Path, data_root: Path) -> tuple[bytes, os.stat_result]:
                     "not_a_regular_file", f"{_kind(info.st_mode)}, not a regular file"
                 )
             # What the file held when opened: bytes appended meanwhile are the next version's.
-            return file.read(info.st_size), info
+            return file.read(info.st_size), info.st_mtime_ns
     except OSError as error:
         raise _Unreadable("unreadable", f"the file cannot be read: {error.strerror}") from None
 

@@ -11,6 +11,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from fastfeast_dagster.contract import Contract, state_root
+from fastfeast_dagster.deployment import refuse_fallback
 from fastfeast_dagster.warehouse.embedded import (
     DAGSTER_DATABASE,
     WAREHOUSE_DATABASE,
@@ -48,6 +49,7 @@ def resolve_database_urls(contract: Contract) -> DatabaseUrls:
     if warehouse and not is_embedded_url(server, warehouse):
         dagster = os.environ.get(DAGSTER_URL_ENV) or warehouse
         return DatabaseUrls(warehouse, with_driver(dagster, "psycopg2"), embedded=False)
+    refuse_fallback(WAREHOUSE_URL_ENV, "the embedded PostgreSQL")
     if not server.status().running:
         server.start()
     return DatabaseUrls(

@@ -1,0 +1,229 @@
+"""The Celery deployment (deploy/celery/) on one machine: Redis, a code server, the daemon and two
+workers that share nothing but the deployment's environment, the data root in S3 (moto).
+
+What it relies on for a killed worker: the worker's Celery master reports the lost child, so the
+task is FAILURE in Redis; Dagster's run monitoring (deploy/celery/dagster.yaml, 10 s polls, no
+resume) fails the run, and Dagster's run_retries launches it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+from dagster._core.events import DagsterEventType
+from dagster._core.execution.plan.resume_retry import ReexecutionStrategy
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+from fastfeast_dagster.contract import PROJECT_ROOT
+from fastfeast_dagster.synthetic import generate
+from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database, drop_database
+from fastfeast_dagster_tests.cluster import Cluster, celery_cluster
+from fastfeast_dagster_tests.objectstore import bucket, s3_endpoint, s3_environment, upload_tree
+
+__all__ = ["bucket", "s3_endpoint"]  # fixtures
+pytestmark = pytest.mark.distributed
+
+DAY = dt.date(2026, 3, 2)
+HOURS = [8, 9]
+LATE = 10  # delivered once the rest is loaded; its run's worker is killed
+PREFIX = "landing"
+SENSORS = ("batch_files_sensor", "stream_files_sensor")
+
+
+def hour_key(hour: int) -> str:
+    return f"{DAY.isoformat()}-{hour:02d}:00"
+
+
+def state_snapshot(path: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for p in path.rglob("*")} if path.exists() else {}
+
+
+class Watch:
+    """Reads the deployment's run storage; remembers which worker process ran what."""
+
+    def __init__(self, cluster: Cluster, instance: dg.DagsterInstance) -> None:
+        self.cluster = cluster
+        self.instance = instance
+        self.pids: dict[int, str] = {}
+
+    def until(self, what: str, done: Callable[[], bool], timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            for worker in self.cluster.workers:
+                self.pids |= dict.fromkeys(worker.tree(), worker.name)
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {what}\n{self.cluster.logs()}")
+            time.sleep(1)
+
+    def sensor_runs(self) -> list[dg.DagsterRun]:
+        runs = []
+        for sensor in SENSORS:
+            runs += self.instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": sensor}))
+        return [run for run in runs if "dagster/parent_run_id" not in run.tags]
+
+    def by_partition(self) -> dict[str, list[dg.DagsterRun]]:
+        found: dict[str, list[dg.DagsterRun]] = {}
+        for run in self.sensor_runs():
+            found.setdefault(run.tags["dagster/partition"], []).append(run)
+        return found
+
+    def worker_of(self, run_id: str) -> str | None:
+        (start,) = self.instance.all_logs(run_id, of_type=DagsterEventType.RUN_START)
+        return self.pids.get(start.dagster_event.pid)  # type: ignore[union-attr]
+
+    def finished(self, *run_ids: str) -> bool:
+        runs = [self.instance.get_run_by_id(run_id) for run_id in run_ids]
+        return all(run is not None and run.is_finished for run in runs)
+
+
+@pytest.fixture
+def storage_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    """Dagster's storage for the deployment: a database of its own."""
+    name = f"celery_{uuid.uuid4().hex[:10]}"
+    create_database(pg_server.url("postgres"), name)
+    yield pg_server.url(name, driver="psycopg2")
+    drop_database(pg_server.url("postgres"), name)
+
+
+def test_two_celery_workers_load_each_partition_once_and_recover_a_killed_run(
+    tmp_path: Path,
+    bucket: str,
+    s3_endpoint: str,
+    warehouse_url: str,
+    storage_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = tmp_path / "data"
+    generate(data, DAY, hours=[*HOURS, LATE], scale=0.2)
+    # The master and the hours only: with no batch folder for the day, the hours need not wait
+    # for its dimensions (sensors/parents.py), so the master and both hours run at once.
+    shutil.rmtree(data / "input" / "batch")
+    late = data / "input" / "stream" / DAY.isoformat() / f"{LATE:02d}"
+    held_back = tmp_path / "late"
+    late.rename(held_back)
+    upload_tree(data, bucket, PREFIX)
+    environment = s3_environment(s3_endpoint) | {
+        "DAGSTER_PG_URL": storage_url,
+        "FASTFEAST_DATABASE_URL": warehouse_url,
+        "FASTFEAST_PII_KEY": "celery-test-pii-key",
+        "FASTFEAST_DATA_DIR": f"s3://{bucket}/{PREFIX}",
+    }
+    project_state = state_snapshot(PROJECT_ROOT / ".fastfeast")
+    with celery_cluster(tmp_path / "cluster", workers=2, environment=environment) as cluster:
+        for name, value in cluster.environment.items():
+            monkeypatch.setenv(name, value)
+        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(cluster.home))) as instance:
+            watch = Watch(cluster, instance)
+            expected = {"2026-01-01", *map(hour_key, HOURS)}
+            watch.until(
+                "the sensors' runs of every partition",
+                lambda: (
+                    set(watch.by_partition()) == expected
+                    and watch.finished(*(run.run_id for run in watch.sensor_runs()))
+                ),
+            )
+            first = watch.by_partition()
+
+            # A late hour arrives; the worker process running it is killed mid-load.
+            upload_tree(held_back, bucket, f"{PREFIX}/input/stream/{DAY.isoformat()}/{LATE:02d}")
+            watch.until("the late hour's run to start a step", lambda: _running_step(watch))
+            (killed,) = watch.by_partition()[hour_key(LATE)]
+            (start,) = instance.all_logs(killed.run_id, of_type=DagsterEventType.RUN_START)
+            os.kill(start.dagster_event.pid, signal.SIGKILL)  # type: ignore[union-attr]
+            watch.until(
+                "the killed run's retry to finish",
+                lambda: (
+                    bool(_retries(instance, killed.run_id))
+                    and watch.finished(*(run.run_id for run in _retries(instance, killed.run_id)))
+                ),
+            )
+            (retry,) = _retries(instance, killed.run_id)
+
+            # Two runs of one partition at once: the partition's tag limit runs them in turn.
+            twice = _reexecute_twice(instance, cluster, first[hour_key(8)][0])
+            watch.until("both re-executions", lambda: watch.finished(*twice), timeout=180)
+            windows = sorted(
+                (record.start_time, record.end_time)
+                for record in instance.get_run_records(dg.RunsFilter(run_ids=twice))
+            )
+            statuses = {instance.get_run_by_id(run_id).status for run_id in twice}  # type: ignore[union-attr]
+            workers = {watch.worker_of(run.run_id) for runs in first.values() for run in runs}
+            killed_status = instance.get_run_by_id(killed.run_id).status  # type: ignore[union-attr]
+
+    assert {key: len(runs) for key, runs in first.items()} == dict.fromkeys(expected, 1)
+    assert {run.status for runs in first.values() for run in runs} == {dg.DagsterRunStatus.SUCCESS}
+    assert workers == {"worker1", "worker2"}, cluster.logs()
+    assert killed_status == dg.DagsterRunStatus.FAILURE
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    assert statuses == {dg.DagsterRunStatus.SUCCESS}
+    (_, first_end), (second_start, _) = windows
+    assert second_start >= first_end, windows
+
+    with psycopg.connect(warehouse_url) as conn:
+        rows = conn.execute(
+            "SELECT partition_key, file_name, count(*), array_agg(DISTINCT run_id)"
+            " FROM pipeline_file_log WHERE superseded_at IS NULL GROUP BY 1, 2"
+        ).fetchall()
+    # Every file loaded once (replays add no row); the late hour's by the retry, not the kill.
+    assert rows and all(count == 1 for _, _, count, _ in rows)
+    assert {runs[0] for key, _, _, runs in rows if key == hour_key(LATE)} == {retry.run_id}
+    assert {key for key, _, _, _ in rows} == {*expected, hour_key(LATE)}
+    for process in [*cluster.workers, *cluster.others]:
+        assert not list(process.root.rglob(".fastfeast")), process.name
+    assert state_snapshot(PROJECT_ROOT / ".fastfeast") == project_state
+
+
+def _running_step(watch: Watch) -> bool:
+    runs = watch.by_partition().get(hour_key(LATE), [])
+    return bool(runs) and bool(
+        watch.instance.all_logs(runs[0].run_id, of_type=DagsterEventType.STEP_START)
+    )
+
+
+def _retries(instance: dg.DagsterInstance, run_id: str) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": run_id})))
+
+
+def _reexecute_twice(
+    instance: dg.DagsterInstance, cluster: Cluster, parent: dg.DagsterRun
+) -> list[str]:
+    """Submit two re-executions of `parent` to the queue at once, as the UI's button would."""
+    target = WorkspaceFileTarget([str(cluster.workspace)])
+    with WorkspaceProcessContext(instance, target) as process:
+        context = process.create_request_context()
+        location = context.get_code_location("fastfeast")
+        origin = parent.remote_job_origin
+        assert origin is not None
+        repository = location.get_repository(origin.repository_origin.repository_name)
+        # The parent's own assets (the full job would run every asset of the location).
+        selector = repository.get_full_job(parent.job_name).get_subset_selector(
+            asset_selection=parent.asset_selection,
+            asset_check_selection=parent.asset_check_selection,
+        )
+        remote_job = location.get_job(selector)
+        runs = [
+            instance.create_reexecuted_run(
+                request_context=context,
+                parent_run=parent,
+                code_location=location,
+                remote_job=remote_job,
+                strategy=ReexecutionStrategy.ALL_STEPS,
+                use_parent_run_tags=True,
+            )
+            for _ in range(2)
+        ]
+        for run in runs:
+            instance.submit_run(run.run_id, context)
+    return [run.run_id for run in runs]
