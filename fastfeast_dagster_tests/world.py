@@ -148,7 +148,8 @@ def prepare_world(state: Path, day: dt.date, *, hour: int, scale: float) -> Worl
     (batch / "agents.csv").write_text("\n".join(agents[1:]) + "\n")
     world = World(state, env, manifest)
     before = world.run("fastfeast", "ingest", timeout=3600)
-    if before.returncode != 0 or "2 run(s), 0 failed" not in before.stdout:
+    # The master, the batch day, the calendar tables and the due orphan promotion.
+    if before.returncode != 0 or "4 run(s), 0 failed" not in before.stdout:
         raise RuntimeError(f"loading the master and batch day failed:\n{before.stdout}")
     world.keep_as_template()
     shutil.copytree(incoming / "input" / "stream", data / "input" / "stream")
