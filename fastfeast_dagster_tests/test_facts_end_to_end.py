@@ -299,9 +299,28 @@ def test_kpi_marts_match_the_facts_and_rebuild_idempotently(day: Day) -> None:
     cancelled = sum(status == "Cancelled" for _, status, _ in orders) / len(orders)
     assert headline["kpi/cancellation_rate"].value == pytest.approx(cancelled, abs=1e-4)
     assert kpis["mart_tickets_daily"]["kpi/tickets"].value == in_view
-    before = _query(day.url, f"SELECT {columns} FROM mart_orders_daily ORDER BY region_id")
+    # A rebuild with nothing new rewrites no row: refreshed_at stays, so a replay changes no byte.
+    stamped = f"SELECT {columns}, refreshed_at FROM mart_orders_daily ORDER BY region_id"
+    before = _query(day.url, stamped)
     day.materialize(marts, str(DAY))
-    assert _query(day.url, f"SELECT {columns} FROM mart_orders_daily ORDER BY region_id") == before
+    assert _query(day.url, stamped) == before
+    # One order moves to Cancelled: only its region's row is rewritten.
+    ((order, region),) = _query(
+        day.url,
+        "SELECT order_id, region_id FROM fact_order WHERE date_key = %s"
+        " AND order_status = 'Delivered' ORDER BY order_id LIMIT 1",
+        key,
+    )
+    update = "UPDATE fact_order SET order_status = %s WHERE order_id = %s RETURNING order_id"
+    _query(day.url, update, "Cancelled", order)
+    try:
+        day.materialize(["mart_orders_daily"], str(DAY))
+        after = _query(day.url, stamped)
+    finally:
+        _query(day.url, update, "Delivered", order)
+        day.materialize(["mart_orders_daily"], str(DAY))
+    rewritten = {new[1] for old, new in zip(before, after, strict=True) if old != new}
+    assert rewritten == {region}
 
 
 def test_derived_keys_point_into_the_calendar(day: Day) -> None:
