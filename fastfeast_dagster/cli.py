@@ -281,6 +281,8 @@ def _expectations(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
+    import dagster as dg
+
     from fastfeast_dagster.contract import PROJECT_ROOT, data_root
     from fastfeast_dagster.dev_console import console, printer, without_dev_notice
     from fastfeast_dagster.logs import log_file_path
@@ -301,6 +303,10 @@ def _dev(args: argparse.Namespace) -> int:
     # The venv's own dagster: `make dev` runs this without activating the venv. Run from
     # DAGSTER_HOME, whose dagster.yaml is the one it uses: from the project folder, dagster dev
     # would warn that the project's dagster.yaml "will not be used", which is not so (it is linked).
+    apply_environment(environment)  # this process reads the same instance, for the run lines
+    # Dagster's tables made here, once: the webserver, the daemon and the code server would each
+    # create them at the same time on a fresh state dir, and the losers' retries print warnings.
+    dg.DagsterInstance.get().dispose()
     dagster = str(Path(sys.executable).parent / "dagster")
     command = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-p", str(args.port)]
     if not args.verbose:
@@ -317,7 +323,6 @@ def _dev(args: argparse.Namespace) -> int:
         text=True,
         errors="replace",
     )
-    apply_environment(environment)  # this process reads the same instance, for the run lines
     assert child.stdout is not None
     with console(child.stdout, say, port=args.port, verbose=args.verbose):
         try:
