@@ -30,12 +30,12 @@ from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._utils.concurrency import ConcurrencyKeyInfo
 
 from fastfeast_dagster.assets.tables import LOAD_POOL
-from fastfeast_dagster.contract import PROJECT_ROOT
+from fastfeast_dagster.contract import PROJECT_ROOT, Contract
 from fastfeast_dagster.sensors.retries import RETRY_OF_TAG, RUN_RETRY_SENSOR
 from fastfeast_dagster.synthetic import generate
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database, drop_database
 from fastfeast_dagster_tests.cluster import Cluster, celery_cluster
-from fastfeast_dagster_tests.faults import blocked_load, hold_partition
+from fastfeast_dagster_tests.faults import blocked_load, hold_partition, release
 from fastfeast_dagster_tests.objectstore import bucket, s3_endpoint, s3_environment, upload_tree
 
 __all__ = ["bucket", "s3_endpoint"]  # fixtures
@@ -44,6 +44,7 @@ pytestmark = pytest.mark.distributed
 DAY = dt.date(2026, 3, 2)
 HOURS = [8, 9]
 LATE = 10  # delivered once the rest is loaded; its run's worker is killed
+MASTER = "2026-01-01"  # the master snapshot's partition, the contract's start date
 PREFIX = "landing"
 SENSORS = ("batch_files_sensor", "stream_files_sensor")
 
@@ -109,6 +110,7 @@ def test_two_celery_workers_load_each_partition_once_and_recover_a_killed_run(
     s3_endpoint: str,
     warehouse_url: str,
     storage_url: str,
+    contract: Contract,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = tmp_path / "data"
@@ -127,12 +129,26 @@ def test_two_celery_workers_load_each_partition_once_and_recover_a_killed_run(
         "FASTFEAST_DATA_DIR": f"s3://{bucket}/{PREFIX}",
     }
     project_state = state_snapshot(PROJECT_ROOT / ".fastfeast")
-    with celery_cluster(tmp_path / "cluster", workers=2, environment=environment) as cluster:
+    # The master's first load waits at its partition lock until an hour has loaded: the worker
+    # running it is busy, so the other one takes an hour (left alone, Celery may hand every run
+    # to the same idle worker). The hours' rows wait as orphans, and load once the master is in.
+    gate = psycopg.connect(warehouse_url, autocommit=True)
+    hold_partition(gate, contract.sources[contract.load_order()[0]].table, MASTER)
+    with gate, celery_cluster(tmp_path / "cluster", workers=2, environment=environment) as cluster:
         for name, value in cluster.environment.items():
             monkeypatch.setenv(name, value)
         with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(cluster.home))) as instance:
             watch = Watch(cluster, instance)
-            expected = {"2026-01-01", *map(hour_key, HOURS)}
+            watch.until(
+                "an hour to load while the master waits",
+                lambda: any(
+                    watch.finished(run.run_id)
+                    for key in map(hour_key, HOURS)
+                    for run in watch.by_partition().get(key, [])
+                ),
+            )
+            release(gate)
+            expected = {MASTER, *map(hour_key, HOURS)}
             watch.until(
                 "the sensors' runs of every partition",
                 lambda: (
