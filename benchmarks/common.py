@@ -27,10 +27,7 @@ def benchmark_database(settings: dict[str, str] | None = None) -> Iterator[str]:
 
     `settings` override the embedded server's own (ALTER SYSTEM, then a restart).
     """
-    work = Path(tempfile.mkdtemp(prefix="ffbench", dir="/tmp"))
-    server = EmbeddedPostgres(work)
-    try:
-        server.start()
+    with benchmark_server() as server:
         if settings:
             with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
                 for name, value in settings.items():
@@ -43,6 +40,16 @@ def benchmark_database(settings: dict[str, str] | None = None) -> Iterator[str]:
             server.start()
         create_database(server.url("postgres"), "bench")
         yield server.url("bench")
+
+
+@contextmanager
+def benchmark_server() -> Iterator[EmbeddedPostgres]:
+    """A fresh embedded PostgreSQL in a temp dir (a short path: its Unix socket lives there)."""
+    work = Path(tempfile.mkdtemp(prefix="ffbench", dir="/tmp"))
+    server = EmbeddedPostgres(work)
+    try:
+        server.start()
+        yield server
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastfeast_dagster.contract import ContractError, default_contract, state_root
+from fastfeast_dagster.deployment import DeploymentError, refuse_fallback
 from fastfeast_dagster.warehouse.connection import WAREHOUSE_URL_ENV, redact
 from fastfeast_dagster.warehouse.embedded import EmbeddedServerError
 
@@ -31,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (CliError, ContractError, EmbeddedServerError) as error:
+    except (CliError, ContractError, DeploymentError, EmbeddedServerError) as error:
         print(f"fastfeast: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -101,6 +102,7 @@ def _embedded() -> EmbeddedPostgres | None:
 
     if os.environ.get(WAREHOUSE_URL_ENV):
         return None
+    refuse_fallback(WAREHOUSE_URL_ENV, "the embedded PostgreSQL")
     return EmbeddedPostgres(state_root(default_contract()))
 
 

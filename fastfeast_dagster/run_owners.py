@@ -6,7 +6,9 @@ executes its runs in its own process, and a `dagster dev` killed whole takes its
 it. Such a run stays STARTED for good, and its partition looks busy to everything that follows.
 So every run carries the host and the process executing it (`ingest` tags its runs when it
 creates them; a run worker tags its own run as its warehouse resource starts), and a run still
-starting or started whose process is gone from this host is reported failed.
+starting or started whose process is gone from this host is reported failed. A re-execution
+starts with a copy of its parent's tags, the parent's process among them: until its own worker
+claims it, that dead process is not taken for its own.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 
 import dagster as dg
 import psutil
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG
 
 HOST_TAG = "fastfeast/host"
 # pid:start time, so that a pid the system gave to another process since does not pass for it.
@@ -28,10 +31,18 @@ def owner_tags() -> dict[str, str]:
 
 
 def claim_run(instance: dg.DagsterInstance, run_id: str) -> None:
-    """Tag the run with this process, unless the process that created it already did."""
+    """Tag the run with this process, unless it names this process already (`ingest` tags the
+    runs it executes itself). A re-execution arrives with its parent's tags, this one included."""
     run = instance.get_run_by_id(run_id)
-    if run is not None and PROCESS_TAG not in run.tags:
+    if run is not None and run.tags.get(PROCESS_TAG) != owner_tags()[PROCESS_TAG]:
         instance.add_run_tags(run_id, owner_tags())
+
+
+def _inherited(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether the run's process tag is its parent's, copied before its own worker claimed it."""
+    parent_id = run.tags.get(PARENT_RUN_ID_TAG)
+    parent = instance.get_run_by_id(parent_id) if parent_id else None
+    return parent is not None and parent.tags.get(PROCESS_TAG) == run.tags.get(PROCESS_TAG)
 
 
 def is_alive(process_tag: str) -> bool:
@@ -59,6 +70,8 @@ def fail_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
         run = instance.get_run_by_id(record.dagster_run.run_id)
         if run is None or run.status not in _ACTIVE:
             continue  # it ended meanwhile (its code server saw the worker die, say)
+        if _inherited(instance, run):
+            continue  # a re-execution still starting: the dead process is its parent's
         pid = tag.partition(":")[0]
         instance.report_run_failed(
             run, f"the process executing this run (pid {pid} on {host}) ended before it did"

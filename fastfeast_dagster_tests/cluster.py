@@ -120,6 +120,26 @@ def _wait_until_ready(processes: dict[str, Process], ready: dict[str, str]) -> N
             time.sleep(0.3)
 
 
+def _create_storage(root: Path, environment: dict[str, str]) -> None:
+    """Dagster's tables, once, before any process starts (`dagster instance migrate`, as a
+    deployment's first step): processes that find an empty database create them side by side,
+    and the loser fails with `type "event_logs" already exists` (seen with the daemon)."""
+    (root / "home").mkdir(parents=True)
+    subprocess.run(
+        [str(BIN / "dagster"), "instance", "migrate"],
+        cwd=root,
+        env=environment
+        | {
+            "HOME": str(root / "home"),
+            "DAGSTER_HOME": str(_dagster_home(root)),
+            "PATH": f"{BIN}:/usr/bin:/bin",
+        },
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+
+
 @contextmanager
 def celery_cluster(base: Path, *, workers: int, environment: dict[str, str]) -> Iterator[Cluster]:
     """Start the deployment; `environment` holds the databases, data root, PII key and AWS_*."""
@@ -170,6 +190,7 @@ def celery_cluster(base: Path, *, workers: int, environment: dict[str, str]) -> 
         **{f"worker{n}": " ready." for n in range(1, workers + 1)},
         "daemon": "Instance is configured",
     }
+    _create_storage(base / "migrate", shared)
     processes: dict[str, Process] = {}
     try:
         for name, args in commands.items():

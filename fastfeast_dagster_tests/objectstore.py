@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -16,15 +17,24 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's S3 server on a free loopback port; yields its endpoint URL."""
     # Its request log would fill every failure report.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def s3_environment(endpoint: str) -> dict[str, str]:
@@ -37,14 +47,19 @@ def s3_environment(endpoint: str) -> dict[str, str]:
     }
 
 
+def new_bucket() -> str:
+    """A new, empty bucket on the S3 server the environment points at."""
+    name = f"ff-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
 @pytest.fixture
 def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A new, empty bucket; this process's boto3 reaches it from the environment."""
     for name, value in s3_environment(s3_endpoint).items():
         monkeypatch.setenv(name, value)
-    name = f"ff-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3").create_bucket(Bucket=name)
-    return name
+    return new_bucket()
 
 
 def upload_tree(folder: Path, bucket: str, prefix: str) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.instance.config import dagster_instance_config
 from dagster._serdes import ConfigurableClassData
 
@@ -48,12 +49,52 @@ def test_the_helm_values_match_the_charts_schema() -> None:
     (deployment,) = VALUES["dagster-user-deployments"]["deployments"]
     assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
     assert deployment["envSecrets"] == [{"name": "fastfeast-env"}]
-    limits = VALUES["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    limits = VALUES["additionalInstanceConfig"]["concurrency"]["runs"]
     assert {
         "key": "dagster/partition",
         "value": {"applyLimitPerUniqueValue": True},
         "limit": 1,
-    } in (limits["tagConcurrencyLimits"])
+    } in (limits["tag_concurrency_limits"])
+    assert VALUES["dagsterDaemon"]["runRetries"] == {"enabled": False}
+    assert VALUES["additionalInstanceConfig"]["concurrency"]["pools"]["default_limit"] == 4
+
+
+def test_the_helm_instance_additions_match_dagsters_schema(tmp_path: Path) -> None:
+    """What the chart appends to its dagster.yaml (`additionalInstanceConfig`), beside the run
+    coordinator it renders from the values (its template, camelCase to Dagster's keys), is a
+    valid instance: there is no helm binary here to render the whole chart."""
+    queued = VALUES["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    rendered = {
+        "max_concurrent_runs": queued["maxConcurrentRuns"],
+        "tag_concurrency_limits": queued["tagConcurrencyLimits"],
+        "dequeue_interval_seconds": queued["dequeueIntervalSeconds"],
+    }
+    instance = {
+        "storage": {"postgres": {"postgres_url": "postgresql+psycopg2://dagster@db/dagster"}},
+        "run_coordinator": {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            # The chart leaves out what is null.
+            "config": {key: value for key, value in rendered.items() if value is not None},
+        },
+        **VALUES["additionalInstanceConfig"],
+    }
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(instance))
+    config, _ = dagster_instance_config(str(tmp_path), "dagster.yaml")
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 30
+    assert config["concurrency"]["pools"] == {"default_limit": 4, "granularity": "op"}
+    assert config["concurrency"]["runs"]["max_concurrent_runs"] == 8
+    # A limit in the run coordinator beside the `concurrency` block is refused (what the values
+    # first did): the check above is Dagster's own.
+    instance["run_coordinator"]["config"]["max_concurrent_runs"] = 8
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(instance))
+    with pytest.raises(DagsterInvalidConfigError, match="incompatible"):
+        dagster_instance_config(str(tmp_path), "dagster.yaml")
+    # The chart renders these itself; set again here they would be a second, conflicting block.
+    assert not {"run_coordinator", "run_retries", "run_launcher"} & set(
+        VALUES["additionalInstanceConfig"]
+    )
+    assert VALUES["dagsterDaemon"]["runMonitoring"] == {"enabled": False}
 
 
 def test_the_schema_check_refuses_a_misspelt_key() -> None:
@@ -72,7 +113,10 @@ def test_the_celery_instance_matches_dagsters_schema_and_its_launcher_loads(
     monkeypatch.setenv("FASTFEAST_CELERY_BROKER", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv("FASTFEAST_CELERY_BACKEND", "redis://127.0.0.1:6379/1")
     config, _ = dagster_instance_config(str(DEPLOY / "celery"), "dagster.yaml")
-    assert config["run_retries"] == {"enabled": True, "max_retries": 1}
+    # The run-retry sensor heals, as on one machine; Dagster's retries would re-run checks.
+    assert config["run_retries"] == {"enabled": False}
+    assert config["concurrency"]["pools"] == {"default_limit": 4, "granularity": "op"}
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 30
     assert config["concurrency"]["runs"]["tag_concurrency_limits"][0]["key"] == "dagster/partition"
     launcher = config["run_launcher"]
     # The module path the issue pinned: CeleryRunLauncher is not exported from dagster_celery.

@@ -131,6 +131,7 @@ def test_the_same_day_in_a_folder_and_a_bucket_loads_the_same_warehouse_and_repl
             replay = ingest(defs, instance, max_wait_seconds=60, log_level="WARNING")
         assert not first.failed
         assert replay.runs == []
+        # The calendar's run has no partition.
         outcomes[root] = sorted((run.partition_key or "", tuple(run.assets)) for run in first.runs)
     assert outcomes[url] == outcomes[str(folder)]
     in_bucket = warehouse_counts(second_warehouse, contract)
