@@ -153,6 +153,31 @@ CREATE INDEX IF NOT EXISTS idx_value_repair_partition
 CREATE INDEX IF NOT EXISTS idx_value_repair_row
     ON {schema}.value_repair (source_table, source_path, source_row) WHERE superseded_at IS NULL;
 
+CREATE TABLE {schema}.schema_drift (
+    drift_id bigserial PRIMARY KEY,
+    source_file text NOT NULL,
+    source_path text NOT NULL,
+    source_table text NOT NULL,
+    column_name text NOT NULL,
+    drift_kind text NOT NULL CHECK (drift_kind IN ('unknown', 'missing')),
+    row_count integer NOT NULL CHECK (row_count >= 0),
+    asset_key text NOT NULL,
+    partition_key text NOT NULL,
+    run_id text NOT NULL,
+    first_seen_at timestamptz NOT NULL DEFAULT now(),
+    last_seen_at timestamptz NOT NULL DEFAULT now(),
+    superseded_at timestamptz,
+    superseded_by_run text
+);
+COMMENT ON TABLE {schema}.schema_drift IS
+    'one row per file and column whose presence differs from the contract (validation/drift.py)';
+COMMENT ON COLUMN {schema}.schema_drift.row_count IS
+    'unknown: rows of the file that carry a value for the column; missing: rows of the file';
+COMMENT ON COLUMN {schema}.schema_drift.first_seen_at IS
+    'when a load of this file first showed the drift; last_seen_at: the latest load that did';
+CREATE INDEX IF NOT EXISTS idx_schema_drift_partition
+    ON {schema}.schema_drift (asset_key, partition_key) WHERE superseded_at IS NULL;
+
 CREATE TABLE {schema}.alert_log (
     alert_key text PRIMARY KEY,
     asset_key text NOT NULL,
