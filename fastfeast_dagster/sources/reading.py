@@ -45,6 +45,8 @@ from fastfeast_dagster.sources.storage import ObjectPath
 DAMAGE_COLUMNS = [ROW_COLUMN, "stage", "rule", "column", "reason"]
 # A CSV row whose fields do not line up with the header: which value is which is unknown.
 MISALIGNED = "field_count"
+# A JSON key the contract does not know, where the source's drift policy does not rescue it.
+EXTRA_KEY = "extra_key"
 _EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 
 
@@ -443,7 +445,7 @@ def _match_keys(
         # that is data (an address as a key) still costs its record.
         extra = [name for name in extra if name in data_keys]
     for name in extra:
-        damage += _damage_lines(matched[name].notna().to_numpy(), "extra_key", name)
+        damage += _damage_lines(matched[name].notna().to_numpy(), EXTRA_KEY, name)
     return _Parsed(matched, damage, extra, columns_from_rows=True)
 
 

@@ -25,7 +25,7 @@ from fastfeast_dagster.batch import (
 )
 from fastfeast_dagster.contract import TEXT_DTYPE, Contract, SourceSpec
 from fastfeast_dagster.sources.names import ColumnMatch
-from fastfeast_dagster.sources.reading import read_source_file
+from fastfeast_dagster.sources.reading import EXTRA_KEY, ReadResult, read_source_file
 from fastfeast_dagster.stopwatch import Stopwatch
 from fastfeast_dagster.validation.damage import damage_quarantine
 from fastfeast_dagster.validation.derive import add_derived_columns
@@ -84,7 +84,7 @@ def prepare_batch(
         )
         outcomes.append(outcome)
         if drift is not None:
-            drifts.append(_drift_rows(spec.table, outcome, drift, result.readable, contract))
+            drifts.append(_drift_rows(spec.table, outcome, drift, result, contract))
         if rejection is not None:
             raw = _raw(frame, np.ones(len(frame), dtype=bool), masked, contract, key)
             quarantines.append(quarantine_rows(spec.table, outcome, pd.DataFrame(), raw))
@@ -228,14 +228,18 @@ def _rescued(
 
 
 def _drift_rows(
-    table: str, outcome: FileOutcome, drift: ColumnDrift, readable: pd.DataFrame, contract: Contract
+    table: str, outcome: FileOutcome, drift: ColumnDrift, result: ReadResult, contract: Contract
 ) -> pd.DataFrame:
     """One drift-log row per drifted column of the file: the rows that carry an unknown column's
-    values, or every row for a missing column."""
+    values (also those it cost, a JSON key the policy rejects), or every row for a missing one."""
+    readable = result.readable
+    assert readable is not None
     path = outcome.file.relative_path
     found = [
         (name, UNKNOWN, int(carried(readable[name], contract).sum())) for name in drift.unknown
     ]
+    refused = result.damage.loc[result.damage["rule"] == EXTRA_KEY, "column"].value_counts()
+    found += [(str(name), UNKNOWN, int(rows)) for name, rows in refused.items()]
     found += [(name, MISSING, outcome.rows_read) for name in drift.missing]
     return pd.DataFrame(
         [
