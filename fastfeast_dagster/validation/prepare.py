@@ -73,11 +73,11 @@ def prepare_batch(
             quarantines.append(quarantine_rows(spec.table, outcome, pd.DataFrame(), None))
             continue
         frame = result.frame
-        with watch.stage("mask"):
-            masked = _mask_columns(frame, spec, contract, key)
         drift = None
         if result.rejection is None:
             drift = column_drift(result.readable, contract, source)
+        with watch.stage("mask"):
+            masked = _mask_columns(frame, spec, contract, key, drift.rescued if drift else [])
         rejection = result.rejection or (drift.rejection if drift else None)
         outcome = FileOutcome(
             result.file, item.folder_kind, item.partition_key, len(frame), rejection
@@ -179,13 +179,15 @@ def _empty_clean(contract: Contract, source: str) -> pd.DataFrame:
 
 
 def _mask_columns(
-    frame: pd.DataFrame, spec: SourceSpec, contract: Contract, key: bytes
+    frame: pd.DataFrame, spec: SourceSpec, contract: Contract, key: bytes, rescued: list[str]
 ) -> dict[str, pd.Series]:
     """Masked text of every PII column present, invalid values included (quarantine stores them).
 
     A column the contract does not know is masked as the PII its name suggests
-    (`drift.pii_names`: `backup_email` as an email); any other unknown column is judged value by
-    value, as every column that is not PII is (`_raw`).
+    (`drift.pii_names`: `backup_email` as an email). Otherwise a rescued one is judged value by
+    value, as every column that is not PII is (`_raw`), so that it can be adopted as it came;
+    any other (a rejected file's, ` email` where names are not trimmed, a headerless file's
+    `column_<n>`) may hold anything and is masked whole.
     """
     masked = {
         column: pii.mask(frame[column], kind, key)
@@ -198,9 +200,9 @@ def _mask_columns(
         if column not in spec.columns and column != ROW_COLUMN
     }
     return masked | {
-        column: pii.mask(frame[column], kind, key)
+        column: pii.mask(frame[column], kind or "text", key)
         for column, kind in unknown.items()
-        if kind is not None
+        if kind is not None or column not in rescued
     }
 
 
