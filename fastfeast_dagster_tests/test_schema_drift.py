@@ -164,8 +164,15 @@ def test_drift_loads_rescued_and_null_rejects_a_missing_key_and_adopting_fills_h
     _batch(env, DAY_1, "customers.csv", _customers(f"1,{_CUSTOMER},Ann.B@Example.com"))
     _batch(env, DAY_1, "teams.csv", "team_id\n1\n2\n")  # team_name (nullable) is missing
     _batch(env, DAY_2, "teams.csv", "team_name\nA\n")  # team_id, the key, is missing
-    # A row that fails validation (its key is no number): quarantined with its raw values.
-    _batch(env, DAY_2, "customers.csv", _customers(f"x,{_CUSTOMER},bob.b@example.com"))
+    # A row that fails validation (its key is no number), and one whose region never loaded (an
+    # orphan, moved to quarantine at load time): both quarantined with their raw values.
+    orphan = _CUSTOMER.replace("01012345678,,", "01012345678,9,")
+    _batch(
+        env,
+        DAY_2,
+        "customers.csv",
+        _customers(f"x,{_CUSTOMER},bob.b@example.com", f"5,{orphan},eve.b@example.com"),
+    )
     lines = _ingest(env)
     day_1 = next(line for line in lines if f" {DAY_1} " in line)
     # The drift check WARNs (never blocks): the run is ok and names each drifted table.
@@ -181,14 +188,15 @@ def test_drift_loads_rescued_and_null_rejects_a_missing_key_and_adopting_fills_h
         ]
         # A PII-looking CSV column: masked as an email in _rescued and in quarantine.
         ((rescued,),) = conn.execute("SELECT _rescued FROM dim_customer").fetchall()
-        ((raw,),) = conn.execute(
-            "SELECT raw_data FROM quarantine WHERE source_table = 'dim_customer'"
-        ).fetchall()
-        tokens = [rescued["backup_email"], raw["backup_email"]]
+        quarantined = dict(
+            conn.execute(
+                "SELECT rejection_stage, raw_data FROM quarantine"
+                " WHERE source_table = 'dim_customer'"
+            ).fetchall()
+        )
+        assert set(quarantined) == {"schema", "orphan"}
+        tokens = [rescued["backup_email"], *(raw["backup_email"] for raw in quarantined.values())]
         assert all(len(token) == 64 and "@" not in token for token in tokens), tokens
-        # The same address in another spelling masks to the same token as a contract email.
-        ((email,),) = conn.execute("SELECT email FROM dim_customer").fetchall()
-        assert email != rescued["backup_email"]
         dumped = json.dumps(conn.execute("SELECT json_agg(q) FROM quarantine q").fetchone())
         assert "example.com" not in dumped.lower() and "x.io" not in dumped
         # The missing nullable column loads as NULL.
@@ -208,7 +216,7 @@ def test_drift_loads_rescued_and_null_rejects_a_missing_key_and_adopting_fills_h
         assert drift == [
             ("dim_city", "population", "unknown", 1, DAY_1),
             ("dim_customer", "backup_email", "unknown", 1, DAY_1),
-            ("dim_customer", "backup_email", "unknown", 1, DAY_2),
+            ("dim_customer", "backup_email", "unknown", 2, DAY_2),
             ("dim_team", "team_id", "missing", 1, DAY_2),
             ("dim_team", "team_name", "missing", 2, DAY_1),
         ]
@@ -220,7 +228,7 @@ def test_drift_loads_rescued_and_null_rejects_a_missing_key_and_adopting_fills_h
     report = run_command(env, "fastfeast", "contract", "drift")
     assert report.returncode == 0, report.stderr
     assert "dim_city:" in report.stdout and "population: {type: int}" in report.stdout
-    assert re.search(r"backup_email +unknown +2 row\(s\) in 2 file\(s\)", report.stdout)
+    assert re.search(r"backup_email +unknown +3 row\(s\) in 2 file\(s\)", report.stdout)
     assert "# team_name: missing from 1 file(s), loaded as NULL" in report.stdout
     assert "example.com" not in report.stdout.lower()
 
@@ -260,7 +268,8 @@ def test_drift_loads_rescued_and_null_rejects_a_missing_key_and_adopting_fills_h
     after = run_command(env, "fastfeast", "contract", "drift").stdout
     assert "population" not in after and "backup_email" not in after and "team_name" in after
 
-    # The next load fills the adopted columns from the file, with the same token as the rescue.
+    # The next load fills the adopted columns from the file; the address, spelt otherwise, masks
+    # to the token the rescue made of it (both as an email).
     _batch(env, "2026-03-04", "customers.csv", _customers(f"1,{_CUSTOMER},ANN.B@example.com"))
     _batch(env, "2026-03-04", "cities.json", _cities('{"population": 9600000}'))
     _ingest(env)
