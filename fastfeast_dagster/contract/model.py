@@ -324,6 +324,11 @@ class Contract(_Strict):
         return DriftPolicy(rescue_unknown=unknown == "rescue", null_missing=missing == "set_null")
 
     @property
+    def null_vocabulary(self) -> frozenset[str]:
+        """The null tokens as values are compared with them: trimmed and lower-cased."""
+        return frozenset(token.strip().lower() for token in self.null_tokens)
+
+    @property
     def dimensions(self) -> dict[str, SourceSpec]:
         return {name: spec for name, spec in self.sources.items() if spec.kind == "dimension"}
 

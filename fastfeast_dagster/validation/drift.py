@@ -85,9 +85,8 @@ def pii_name_kind(name: str, rules: Sequence[PiiName]) -> str | None:
 
 def carried(values: pd.Series, contract: Contract) -> pd.Series:
     """Which values are there at all: neither missing nor a token of the null vocabulary."""
-    tokens = {token.strip().lower() for token in contract.null_tokens}
     text = values.astype("string").str.strip().str.lower()
-    return (values.notna() & ~text.isin(tokens).fillna(False)).astype(bool)
+    return (values.notna() & ~text.isin(contract.null_vocabulary).fillna(False)).astype(bool)
 
 
 # Tried in this order: the narrowest type all of a column's values parse as is suggested.

@@ -103,8 +103,8 @@ def parse_column(
     """
     frame_rows = pd.Series(np.arange(1, len(values) + 1), index=values.index)
     failures = _Failures(frame_rows, {name: ValuePolicy(reject=True)}, np.zeros(len(values), bool))
-    null_tokens = {token.strip().lower() for token in contract.null_tokens}
-    typed = _schema_stage(values, name, column, null_tokens, failures, contract.partitions.timezone)
+    zone = contract.partitions.timezone
+    typed = _schema_stage(values, name, column, contract.null_vocabulary, failures, zone)
     _records_stage(typed, name, column, contract, failures)
     rejected = pd.Series(failures.rejected, index=values.index)
     return typed.mask(rejected), rejected
@@ -119,7 +119,7 @@ def validate(frame: pd.DataFrame, spec: SourceSpec, contract: Contract) -> Valid
     """
     policies = contract.value_policies(contract.table_sources[spec.table])
     failures = _Failures(frame[ROW_COLUMN], policies, np.zeros(len(frame), dtype=bool))
-    null_tokens = {token.strip().lower() for token in contract.null_tokens}
+    null_tokens = contract.null_vocabulary
     typed: dict[str, pd.Series] = {ROW_COLUMN: frame[ROW_COLUMN]}
 
     for name, column in spec.columns.items():
@@ -175,7 +175,7 @@ def _schema_stage(
     raw: pd.Series,
     name: str,
     column: ColumnSpec,
-    null_tokens: set[str],
+    null_tokens: frozenset[str],
     failures: _Failures,
     zone: str,
 ) -> pd.Series:
