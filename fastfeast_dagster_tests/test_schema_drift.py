@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import yaml
 
-from fastfeast_dagster.contract import DEFAULT_CONFIG_PATH, EXPECTATIONS_DIR, Contract
+from fastfeast_dagster.contract import DEFAULT_CONFIG_PATH, EXPECTATIONS_DIR, ColumnSpec, Contract
 from fastfeast_dagster.validation.drift import (
     MISSING,
     UNKNOWN,
@@ -26,6 +26,7 @@ from fastfeast_dagster.validation.drift import (
     infer_type,
     pii_name_kind,
 )
+from fastfeast_dagster.warehouse.ddl import apply_schema
 from fastfeast_dagster_tests.commands import RUN_LINE, dagster_materialize, run_command
 
 DAY_1 = "2026-03-02"
@@ -323,3 +324,42 @@ def test_the_reject_policy_still_rejects_what_the_default_rescues(
             ("dim_team", "team_name", "missing"),
         ]
         _reconciled(conn)
+
+
+def test_adopting_types_rescued_values_as_a_file_would_and_keeps_what_does_not_fit(
+    conn: psycopg.Connection, contract: Contract
+) -> None:
+    apply_schema(conn, contract)
+    conn.execute(
+        "INSERT INTO dim_city (city_id, city_name, country, timezone, _rescued, _source_file,"
+        " _source_row, _partition_key, _run_id) SELECT id, 'C', 'E', 'T', r::jsonb, 'f', id,"
+        ' %s, \'r\' FROM (VALUES (1, \'{"population": "12", "mayor_email": "t0k3n"}\'),'
+        ' (2, \'{"population": "lots"}\'), (3, \'{"population": "n/a"}\'),'
+        ' (4, \'{"population": "-5"}\'), (5, NULL)) AS v (id, r)',
+        (DAY_1,),
+    )
+    conn.commit()
+    cities = contract.sources["cities"]
+    columns = cities.columns | {
+        "population": ColumnSpec(type="int", min=0),
+        # Rescued as an email (its name): adopted as a phone, its tokens cannot be made phones'.
+        "mayor_email": ColumnSpec(type="text", pii="phone"),
+    }
+    adopted = contract.model_copy(
+        update={
+            "sources": contract.sources | {"cities": cities.model_copy(update={"columns": columns})}
+        }
+    )
+    apply_schema(conn, adopted)
+    rows = conn.execute(
+        "SELECT city_id, population, mayor_email, _rescued FROM dim_city ORDER BY 1"
+    )
+    assert rows.fetchall() == [
+        (1, 12, None, {"mayor_email": "t0k3n"}),
+        (2, None, None, {"population": "lots"}),  # not an integer: kept where it was
+        (3, None, None, None),  # a null token: NULL, nothing left to keep
+        (4, None, None, {"population": "-5"}),  # below the column's min: kept
+        (5, None, None, None),
+    ]
+    # Applying again adds no column, so it fills nothing twice.
+    assert apply_schema(conn, adopted) == 0
