@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
-from fastfeast_dagster.contract.types import LOADED_AT_TYPE, TYPES, TableColumn
+from fastfeast_dagster.contract.types import LOADED_AT_TYPE, TYPES, ColumnType, TableColumn
 
 # Lineage of every loaded row: where it came from, which partition and which run loaded it.
 FILE_COLUMN = "_source_file"
@@ -28,6 +29,10 @@ LINEAGE_COLUMNS = (
     TableColumn(RUN_COLUMN, TYPES["text"], nullable=False),
     TableColumn(LOADED_AT_COLUMN, LOADED_AT_TYPE, nullable=False, default="now()"),
 )
+
+# A source table's values of columns the contract does not know, per row (`validation/drift.py`).
+RESCUED_COLUMN = "_rescued"
+RESCUED = TableColumn(RESCUED_COLUMN, ColumnType("jsonb", object, pa.string()))
 
 
 @dataclass(frozen=True)
@@ -106,12 +111,25 @@ REPAIR_ROW_COLUMNS = [
 ]
 
 
+# The columns of `LoadBatch.drift`, as the `schema_drift` table names them.
+DRIFT_ROW_COLUMNS = [
+    "source_file",
+    "source_path",
+    "source_table",
+    "column_name",
+    "drift_kind",
+    "row_count",
+    "partition_key",
+]
+
+
 @dataclass
 class LoadBatch:
     """The verdict on one or more partitions of one source, ready to be written in one go.
 
     `clean` holds the typed contract and derived columns plus `_source_file`, `_source_row` and
-    `_partition_key`, bad descriptive values already repaired; `quarantine` one row per rejected
+    `_partition_key` (and `_rescued`, the masked values of unknown columns, as JSON text or
+    None), bad descriptive values already repaired; `quarantine` one row per rejected
     source row (all its reasons, its masked raw values) in `QUARANTINE_ROW_COLUMNS`; `repairs`
     one row per repaired value in `REPAIR_ROW_COLUMNS`. Rows whose parents are missing are found
     at load time, in the warehouse: they join the quarantine there, and their repairs are void.
@@ -124,6 +142,8 @@ class LoadBatch:
     quarantine: pd.DataFrame
     repairs: pd.DataFrame
     stage_seconds: dict[str, float] = field(default_factory=dict)  # read, validate, mask
+    # One row per (file, drifted column) in `DRIFT_ROW_COLUMNS`.
+    drift: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DRIFT_ROW_COLUMNS))
 
     @property
     def rows_read(self) -> int:

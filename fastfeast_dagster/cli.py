@@ -90,6 +90,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     expectations.set_defaults(handler=_expectations)
 
+    contract = commands.add_parser("contract", help="the contract against what files deliver")
+    contract_commands = contract.add_subparsers(required=True, metavar="ACTION")
+    drift = contract_commands.add_parser(
+        "drift", help="columns the files added or dropped, and the YAML that adopts them"
+    )
+    drift.add_argument("--table", help="one warehouse table (default: all)")
+    drift.set_defaults(handler=_contract_drift)
+
     dev = commands.add_parser("dev", help="run the Dagster UI and daemon on the embedded default")
     dev.add_argument("--port", type=int, default=3000)
     dev.add_argument("--verbose", action="store_true", help="print Dagster's own output too")
@@ -132,6 +140,35 @@ def _apply_schema() -> str:
         except SchemaBusy as error:
             raise CliError(str(error)) from None
     return url
+
+
+def _contract_drift(args: argparse.Namespace) -> int:
+    """Per table, its drifted columns as the drift log adds them up, then the YAML to adopt."""
+    import psycopg
+
+    from fastfeast_dagster.validation.drift import adoption_yaml
+    from fastfeast_dagster.warehouse.drift import drifted_columns
+
+    contract = default_contract()
+    with psycopg.connect(_apply_schema()) as conn:
+        drifted = drifted_columns(conn, contract, args.table)
+    if not drifted:
+        print("no schema drift: every file's columns are the contract's")
+        return 0
+    tables = dict.fromkeys(contract.sources[column.source].table for column in drifted)
+    for table in tables:
+        own = [column for column in drifted if contract.sources[column.source].table == table]
+        print(f"{table}:")
+        for column in own:
+            print(
+                f"  {column.column:<24} {column.kind:<8} {column.rows:>8} row(s) in"
+                f" {column.files} file(s)  first seen {column.first_seen}, last seen"
+                f" {column.last_seen}"
+            )
+        print()
+        print("\n".join(f"  {line}" for line in adoption_yaml(own).splitlines()))
+        print()
+    return 0
 
 
 def _db_stop(_: argparse.Namespace) -> int:

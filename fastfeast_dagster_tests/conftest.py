@@ -16,6 +16,7 @@ import pytest
 
 from fastfeast_dagster.contract import EXPECTATIONS_DIR, Contract, load_contract
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database, drop_database
+from fastfeast_dagster_tests.commands import fresh_environment, run_command
 
 # Tests must never reach a server the project did not start: drop any inherited URLs.
 for _variable in ("FASTFEAST_DATABASE_URL", "FASTFEAST_DAGSTER_DATABASE_URL", "DAGSTER_HOME"):
@@ -117,3 +118,14 @@ def failing_team_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (suites / "dim_team.json").write_text(json.dumps(suite))
     monkeypatch.setattr(asset_checks, "EXPECTATIONS_DIR", suites)
     return suites
+
+
+@pytest.fixture
+def user_env() -> Iterator[dict[str, str]]:
+    """A fresh state dir (its own embedded server) and data root, nothing else set: the
+    pipeline as a user runs it from the command line."""
+    state = Path(tempfile.mkdtemp(prefix="ffpipe", dir="/tmp"))
+    env = fresh_environment(state)
+    yield env
+    run_command(env, "fastfeast", "db", "stop")
+    shutil.rmtree(state, ignore_errors=True)

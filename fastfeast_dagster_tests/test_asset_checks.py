@@ -52,7 +52,7 @@ def test_a_clean_partition_passes_every_check(data_dir: Path, materialize) -> No
     assert set(evaluations) == {
         (table, check)
         for table in ("dim_team", "dim_agent")
-        for check in ("great_expectations", "quarantine_rate", "repair_rate")
+        for check in ("great_expectations", "quarantine_rate", "repair_rate", "contract_drift")
     } | {("dim_agent", "history_great_expectations")}
     for key, evaluation in evaluations.items():
         assert evaluation.passed, (key, evaluation.metadata)
@@ -60,6 +60,26 @@ def test_a_clean_partition_passes_every_check(data_dir: Path, materialize) -> No
     ge = evaluations[("dim_agent", "great_expectations")].metadata
     assert ge["expectations_evaluated"].value > 5
     assert ge["great_expectations_version"].value.startswith("1.")
+
+
+def test_contract_drift_warns_with_the_yaml_that_adopts_the_column(
+    data_dir: Path,
+    materialize,  # type: ignore[no-untyped-def]
+) -> None:
+    _write_batch(data_dir, {"teams.csv": "team_id,team_name,Lead_Phone,floor\n1,A,01012345678,3\n"})
+    result = materialize(["dim_team"], DAY)
+    assert result.success  # a WARN never blocks: the row loaded, its values rescued
+    drift = _evaluations(result)[("dim_team", "contract_drift")]
+    assert not drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
+    # By column name, each as the contract would declare it (the phone number masked as one).
+    adopt = "floor: {type: int}\n      lead_phone: {type: text, pii: phone}"
+    assert adopt in drift.metadata["adopt_yaml"].value
+    assert adopt in (drift.description or "")
+    assert [column["column"] for column in drift.metadata["columns"].value] == [
+        "floor",
+        "lead_phone",
+    ]
+    assert "01012345678" not in str(drift.metadata) + (drift.description or "")
 
 
 @pytest.mark.usefixtures("failing_team_suite")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -20,7 +18,6 @@ from fastfeast_dagster_tests.commands import (
     dagster_exports,
     dagster_materialize,
     dagster_run_ids,
-    fresh_environment,
     holds_dagster_storage,
     run_command,
 )
@@ -32,16 +29,6 @@ from fastfeast_dagster_tests.derived_checks import (
 
 DAY_1 = dt.date(2026, 3, 2)
 DAY_2 = dt.date(2026, 3, 3)
-
-
-@pytest.fixture
-def user_env() -> Iterator[dict[str, str]]:
-    """A fresh state dir (its own embedded server) and data root, nothing else set."""
-    state = Path(tempfile.mkdtemp(prefix="ffpipe", dir="/tmp"))
-    env = fresh_environment(state)
-    yield env
-    run_command(env, "fastfeast", "db", "stop")
-    shutil.rmtree(state, ignore_errors=True)
 
 
 def test_dagster_asset_materialize_loads_a_day(user_env: dict[str, str]) -> None:

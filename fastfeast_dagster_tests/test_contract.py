@@ -205,6 +205,31 @@ MALFORMED: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "sources.orders.columns.order_created_at.on_invalid: it is essential by default (it"
         " drives date_key), so a bad value rejects its row; set essential: false to repair it",
     ),
+    (
+        "unknown drift policy",
+        lambda raw: raw["drift"].update(unknown_columns="evolve"),
+        "drift.unknown_columns: Input should be 'rescue' or 'reject' (got 'evolve')",
+    ),
+    (
+        "unknown drift policy of a source",
+        lambda raw: raw["sources"]["orders"].update(drift={"missing_columns": "null"}),
+        "sources.orders.drift.missing_columns: Input should be 'set_null' or 'reject' (got 'null')",
+    ),
+    (
+        "drift policy key of a source misspelt",
+        lambda raw: raw["sources"]["orders"].update(drift={"unknown_column": "reject"}),
+        "sources.orders.drift.unknown_column: unknown key",
+    ),
+    (
+        "PII name rule that is no regex",
+        lambda raw: raw["drift"]["pii_names"].append({"pattern": "e(mail", "pii": "email"}),
+        "drift.pii_names.4.pattern: not a valid regular expression",
+    ),
+    (
+        "PII name rule of an unknown kind",
+        lambda raw: raw["drift"]["pii_names"].append({"pattern": "iban", "pii": "bank"}),
+        "drift.pii_names.4.pii: Input should be 'phone', 'email' or 'text' (got 'bank')",
+    ),
 ]
 
 

@@ -215,6 +215,7 @@ def test_check_keys_are_pinned_and_partitioned_like_their_assets(contract) -> No
     expected = {(table, "great_expectations") for table in tables}
     expected |= {(table, "quarantine_rate") for table in tables}
     expected |= {(table, "repair_rate") for table in tables}
+    expected |= {(table, "contract_drift") for table in tables}
     expected |= {
         (spec.table, "history_great_expectations")
         for spec in contract.sources.values()

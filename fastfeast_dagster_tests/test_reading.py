@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -202,15 +203,6 @@ ROW_DAMAGE = [
         "the record nests deeper than the JSON reader can decode",
     ),
     (
-        "extra key",
-        "cities.json",
-        b'[{"city_id": 1, "city_name": "Giza", "country": "Egypt", "timezone": "T", "lead": 3},'
-        b' {"city_id": 2, "city_name": "Cairo", "country": "Egypt", "timezone": "T"}]',
-        [(1, "extra_key", "lead")],
-        1,
-        "lead: not a column of the contract",
-    ),
-    (
         "duplicate key",
         "cities.json",
         b'[{"city_id": 1, "city_name": "Giza", "city_name": "Cairo", "country": "E",'
@@ -258,9 +250,7 @@ def test_row_damage_costs_that_row_and_the_others_stay(
     reason: str,
 ) -> None:
     source = next(s for s, spec in contract.sources.items() if name in spec.files.values())
-    result = _read(
-        tmp_path, name, content, columns=ColumnMatch.of(contract, contract.sources[source])
-    )
+    result = _read(tmp_path, name, content, columns=ColumnMatch.of(contract, source))
     assert result.rejection is None, case
     lines = result.damage
     found = [
@@ -283,12 +273,35 @@ def test_row_damage_costs_that_row_and_the_others_stay(
     )
 
 
+_EXTRA_KEY = (
+    b'[{"city_id": 1, "city_name": "Giza", "country": "Egypt", "timezone": "T", "Lead": 3},'
+    b' {"city_id": 2, "city_name": "Cairo", "country": "Egypt", "timezone": "T"}]'
+)
+
+
+def test_an_unknown_key_is_kept_when_rescued_and_costs_its_record_when_rejected(
+    tmp_path: Path, contract: Contract
+) -> None:
+    rescued = _read(tmp_path, "cities.json", _EXTRA_KEY, columns=ColumnMatch.of(contract, "cities"))
+    assert rescued.rejection is None and rescued.damage.empty
+    # Matched to a column name as contract columns are, so that adopting `lead` finds it.
+    assert rescued.readable["lead"].fillna("-").tolist() == ["3", "-"]
+    strict = dataclasses.replace(ColumnMatch.of(contract, "cities"), rescue=False)
+    rejected = _read(tmp_path, "cities.json", _EXTRA_KEY, columns=strict)
+    lines = rejected.damage
+    assert list(zip(lines[ROW_COLUMN], lines["rule"], lines["column"], strict=True)) == [
+        (1, "extra_key", "lead")
+    ]
+    assert "lead: not a column of the contract" in lines["reason"].iloc[0]
+    assert rejected.readable[ROW_COLUMN].tolist() == [2] and "lead" not in rejected.readable
+
+
 def test_valid_input_in_other_spellings_is_accepted(tmp_path: Path, contract: Contract) -> None:
-    teams = ColumnMatch.of(contract, contract.sources["teams"])
+    teams = ColumnMatch.of(contract, "teams")
     spaced = _read(tmp_path, "teams.csv", b" Team_ID ,TEAM_NAME\r\n1,A\r\n", columns=teams)
     assert spaced.rejection is None and spaced.damage.empty
     assert list(spaced.readable.columns) == [ROW_COLUMN, "team_id", "team_name"]
-    cities = ColumnMatch.of(contract, contract.sources["cities"])
+    cities = ColumnMatch.of(contract, "cities")
     bom = _read(tmp_path, "cities.json", b"\xef\xbb\xbf" + _cities('"Giza"'), columns=cities)
     assert bom.rejection is None and bom.damage.empty
     assert bom.readable["city_name"].tolist() == ["Giza"]

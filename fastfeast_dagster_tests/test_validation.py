@@ -8,8 +8,10 @@ import pytest
 
 from fastfeast_dagster.batch import ROW_COLUMN
 from fastfeast_dagster.contract import TEXT_DTYPE, Contract
+from fastfeast_dagster.contract.model import DriftOverride
 from fastfeast_dagster.validation.derive import add_derived_columns
-from fastfeast_dagster.validation.engine import check_columns, validate
+from fastfeast_dagster.validation.drift import column_drift
+from fastfeast_dagster.validation.engine import validate
 
 
 def _frame(rows: list[dict[str, str | None]]) -> pd.DataFrame:
@@ -313,14 +315,39 @@ def test_formats_and_ranges_apply_only_to_present_values(contract: Contract) -> 
 
 
 def test_column_set_mismatch_names_the_columns(contract: Contract) -> None:
-    frame = _frame([{"team_id": "1", "team_label": "x"}])
-    rejection = check_columns(frame, contract.sources["teams"])
-    assert rejection is not None
-    assert rejection.rule == "missing_columns"
-    assert "missing column(s) team_name" in rejection.message
-    assert "unexpected column(s) team_label" in rejection.message
+    # team_id is the key: missing, it rejects the file whatever the drift policy.
+    drift = column_drift(_frame([{"team_name": "x", "team_label": "y"}]), contract, "teams")
+    assert drift.rejection is not None
+    assert drift.rejection.rule == "missing_columns"
+    assert "missing key or required column(s) team_id" in drift.rejection.message
+    assert drift.unknown == ["team_label"] and drift.missing == ["team_id"]
+    assert drift.rescued == []  # a rejected file rescues nothing
+    # A missing nullable column and an unknown one are drift the default policy lets through.
+    loose = column_drift(_frame([{"team_id": "1", "team_label": "y"}]), contract, "teams")
+    assert (loose.rejection, loose.missing, loose.rescued) == (None, ["team_name"], ["team_label"])
     reordered = _frame([{"team_name": "x", "team_id": "1"}])
-    assert check_columns(reordered, contract.sources["teams"]) is None
+    assert column_drift(reordered, contract, "teams") == column_drift(
+        _frame([{"team_id": "1", "team_name": "x"}]), contract, "teams"
+    )
+    assert column_drift(reordered, contract, "teams").rejection is None
+
+
+def test_the_drift_policy_can_reject_what_it_rescues_by_default(contract: Contract) -> None:
+    teams = contract.sources["teams"].model_copy(
+        update={"drift": DriftOverride(unknown_columns="reject", missing_columns="reject")}
+    )
+    strict = contract.model_copy(update={"sources": contract.sources | {"teams": teams}})
+    extra = column_drift(_frame([{"team_id": "1", "team_name": "x", "lead": "y"}]), strict, "teams")
+    assert extra.rejection is not None and extra.rejection.rule == "extra_columns"
+    assert "unexpected column(s) lead" in extra.rejection.message
+    short = column_drift(_frame([{"team_id": "1"}]), strict, "teams")
+    assert short.rejection is not None and short.rejection.rule == "missing_columns"
+    assert "missing column(s) team_name" in short.rejection.message
+    # Other sources keep the contract's defaults.
+    assert (
+        strict.drift_policy("cities").rescue_unknown
+        and not strict.drift_policy("teams").null_missing
+    )
 
 
 def test_derived_keys_and_minutes(contract: Contract) -> None:

@@ -12,7 +12,7 @@ import pytest
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.warehouse.ddl import SchemaBusy, apply_schema
 
-LINEAGE = {"_source_file", "_source_row", "_partition_key", "_run_id", "_loaded_at"}
+LINEAGE = {"_source_file", "_source_row", "_partition_key", "_run_id", "_loaded_at", "_rescued"}
 
 
 def _catalog(conn: psycopg.Connection) -> dict[str, list[tuple]]:

@@ -15,10 +15,13 @@ earlier yield, and a check can be re-run on what the warehouse holds.
   it never blocks, the rows are accounted for.
 - `repair_rate`: the same for the rows that loaded with a repaired value (WARN above
   `repair.warn_rate`, never an error: the rows are in the warehouse, the values flagged).
+- `contract_drift`: WARN when the partitions' files had columns the contract does not know, or
+  lacked some of its columns (`schema_drift`), with the YAML lines that adopt them; the rows are
+  accounted for either way (rescued, NULL, or their file rejected).
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import dagster as dg
 import pandas as pd
@@ -28,12 +31,15 @@ from psycopg import sql
 from fastfeast_dagster.checks.rates import rate_evidence
 from fastfeast_dagster.contract import EXPECTATIONS_DIR, Contract, SourceSpec
 from fastfeast_dagster.resources.warehouse import Warehouse
+from fastfeast_dagster.validation.drift import DriftedColumn, adoption_yaml
+from fastfeast_dagster.warehouse.drift import drifted_columns
 from fastfeast_dagster.warehouse.readback import read_history
 
 GE_CHECK = "great_expectations"
 QUARANTINE_CHECK = "quarantine_rate"
 REPAIR_CHECK = "repair_rate"
 HISTORY_CHECK = "history_great_expectations"
+DRIFT_CHECK = "contract_drift"
 
 
 def build_table_checks(
@@ -62,6 +68,14 @@ def build_table_checks(
             partitions_def=partitions_def,
             description="Whether the partition's rows load repaired more often than the contract"
             " allows, judged on a confidence bound of the rate (checks/rates.py).",
+        ),
+        dg.AssetCheckSpec(
+            DRIFT_CHECK,
+            asset=spec.table,
+            partitions_def=partitions_def,
+            description="Whether the partition's files drifted from the contract: columns it does"
+            " not know (rescued into _rescued) or lacks (loaded as NULL), with the YAML that"
+            " adopts them (validation/drift.py).",
         ),
     ]
     if spec.history is not None:
@@ -100,6 +114,10 @@ def build_table_checks(
                 yield quarantine_result(contract, spec.table, counts)
             if REPAIR_CHECK in selected:
                 yield repair_result(contract, spec.table, counts)
+        if DRIFT_CHECK in selected:
+            with warehouse.connect() as conn:
+                drifted = drifted_columns(conn, contract, spec.table, context.partition_keys)
+            yield drift_result(spec.table, drifted)
 
     return _checks
 
@@ -124,6 +142,33 @@ def suite_result(
             "expectations_failed": outcome.failed,
             "failed_expectations": dg.MetadataValue.json(outcome.failures),
             "great_expectations_version": outcome.ge_version,
+        },
+    )
+
+
+def drift_result(table: str, drifted: list[DriftedColumn]) -> dg.AssetCheckResult:
+    """WARN when these partitions' files drifted; the description holds the YAML to adopt."""
+    if not drifted:
+        return dg.AssetCheckResult(
+            asset_key=table,
+            check_name=DRIFT_CHECK,
+            passed=True,
+            description="The files' columns are the contract's.",
+            metadata={"drifted_columns": 0},
+        )
+    adopt = adoption_yaml(drifted)
+    listed = ", ".join(f"{column.column} ({column.kind}, {column.rows} rows)" for column in drifted)
+    return dg.AssetCheckResult(
+        asset_key=table,
+        check_name=DRIFT_CHECK,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"The files drifted from the contract: {listed}. To adopt, add to"
+        f" config/pipeline.yaml:\n\n```yaml\n{adopt}\n```",
+        metadata={
+            "drifted_columns": len(drifted),
+            "columns": dg.MetadataValue.json([asdict(column) for column in drifted]),
+            "adopt_yaml": dg.MetadataValue.md(f"```yaml\n{adopt}\n```"),
         },
     )
 

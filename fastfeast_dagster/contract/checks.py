@@ -74,6 +74,11 @@ def check_contract(contract: Contract) -> Iterator[str]:
             re.compile(pattern)
         except re.error as error:
             yield f"formats.{name}: not a valid regular expression: {error}"
+    for index, rule in enumerate(contract.drift.pii_names):
+        try:
+            re.compile(rule.pattern)
+        except re.error as error:
+            yield f"drift.pii_names.{index}.pattern: not a valid regular expression: {error}"
     if contract.calendar.first_date > contract.calendar.last_date:
         yield "calendar: first_date is after last_date"
     if contract.quarantine.warn_rate > contract.quarantine.error_rate:

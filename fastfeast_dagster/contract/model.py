@@ -102,6 +102,54 @@ class History(_Strict):
     track: list[str] = Field(min_length=1)
 
 
+UnknownColumns = Literal["rescue", "reject"]
+MissingColumns = Literal["set_null", "reject"]
+
+
+class DriftOverride(_Strict):
+    """A source's own answer to schema drift; what it leaves unset comes from `drift:`."""
+
+    unknown_columns: UnknownColumns | None = None
+    missing_columns: MissingColumns | None = None
+
+
+class PiiName(_Strict):
+    """An unknown column whose name matches `pattern` (searched, case-insensitively) is PII."""
+
+    pattern: str
+    pii: Literal["phone", "email", "text"]
+
+
+# What an unknown column's name says about its values (`validation/drift.py`).
+_PII_NAMES = [
+    PiiName(pattern="e_?mail", pii="email"),
+    PiiName(pattern="phone|mobile|msisdn|whatsapp", pii="phone"),
+    PiiName(pattern="national_?id|passport|ssn|tax_?id|iban|card_?number", pii="text"),
+    PiiName(pattern="name|address|birth", pii="text"),
+]
+
+
+class Drift(_Strict):
+    """Schema drift (`validation/drift.py`): a file's columns that differ from the contract.
+
+    Unknown columns are rescued into the row's `_rescued` jsonb (or reject the file); missing
+    nullable columns load as NULL (or reject the file). A missing key or required column always
+    rejects the file.
+    """
+
+    unknown_columns: UnknownColumns = "rescue"
+    missing_columns: MissingColumns = "set_null"
+    pii_names: list[PiiName] = _PII_NAMES
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """A source's drift policy, its override applied over the contract's defaults."""
+
+    rescue_unknown: bool
+    null_missing: bool
+
+
 class SourceSpec(_Strict):
     kind: SourceKind
     table: str
@@ -116,6 +164,7 @@ class SourceSpec(_Strict):
     indexes: list[IndexSpec] = []
     history: History | None = None
     owners: list[str] = []
+    drift: DriftOverride = DriftOverride()
 
     @property
     def history_table(self) -> str:
@@ -266,6 +315,18 @@ class Contract(_Strict):
     sources: dict[str, SourceSpec]
     column_names: ColumnNames = ColumnNames()
     retries: Retries = Retries()
+    drift: Drift = Drift()
+
+    def drift_policy(self, source: str) -> DriftPolicy:
+        own = self.sources[source].drift
+        unknown = own.unknown_columns or self.drift.unknown_columns
+        missing = own.missing_columns or self.drift.missing_columns
+        return DriftPolicy(rescue_unknown=unknown == "rescue", null_missing=missing == "set_null")
+
+    @property
+    def null_vocabulary(self) -> frozenset[str]:
+        """The null tokens as values are compared with them: trimmed and lower-cased."""
+        return frozenset(token.strip().lower() for token in self.null_tokens)
 
     @property
     def dimensions(self) -> dict[str, SourceSpec]:

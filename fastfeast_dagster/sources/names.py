@@ -29,10 +29,15 @@ class ColumnMatch:
 
     columns: frozenset[str]
     naming: ColumnNames
+    # The source's drift policy rescues unknown columns: a JSON key the contract does not know
+    # is kept as a column (validation/drift.py) instead of costing its record.
+    rescue: bool = False
 
     @classmethod
-    def of(cls, contract: Contract, spec: SourceSpec) -> ColumnMatch:
-        return cls(frozenset(spec.columns), contract.column_names)
+    def of(cls, contract: Contract, source: str) -> ColumnMatch:
+        spec: SourceSpec = contract.sources[source]
+        rescue = contract.drift_policy(source).rescue_unknown
+        return cls(frozenset(spec.columns), contract.column_names, rescue)
 
     def canonical(self, name: str) -> str:
         return self.naming.normalise(name)

@@ -7,8 +7,9 @@ store it. Every file ends with a verdict, never an exception without context:
   the rows it could see (the records before a JSON syntax error, every line of a CSV file whose
   first line is data), which are quarantined with it;
 - a row the reader cannot take as it is (a CSV line with the wrong number of fields, a JSON record
-  with a NUL or a lone surrogate, a repeated key, a key the contract does not know, nesting too
-  deep to decode) costs that row only: it is a `damage` line, and the other rows go on.
+  with a NUL or a lone surrogate, a repeated key, a key the contract does not know when the
+  source's drift policy rejects unknown columns or when the key is no name, nesting too deep to
+  decode) costs that row only: it is a `damage` line, and the other rows go on.
 Only regular files are opened (a FIFO would block the run for good, a device would never end),
 and only as many bytes as the file held when it was opened.
 """
@@ -44,6 +45,8 @@ from fastfeast_dagster.sources.storage import ObjectPath
 DAMAGE_COLUMNS = [ROW_COLUMN, "stage", "rule", "column", "reason"]
 # A CSV row whose fields do not line up with the header: which value is which is unknown.
 MISALIGNED = "field_count"
+# A JSON key the contract does not know, where the source's drift policy does not rescue it.
+EXTRA_KEY = "extra_key"
 _EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 
 
@@ -69,7 +72,8 @@ def read_source_file(
     """Read one CSV or JSON-array file; bytes are read once so the md5 matches what was parsed.
 
     With `columns`, the file's names are brought to the contract's spelling, and a JSON key the
-    contract does not know costs the records that carry it.
+    contract does not know costs the records that carry it unless the source rescues unknown
+    columns (`validation/drift.py`).
     """
     relative = (
         path.relative_to(data_root).as_posix() if path.is_relative_to(data_root) else str(path)
@@ -410,12 +414,15 @@ def _match_keys(
 
     A key that does not look like a column name is kept as `key_<n>` (its place in the file):
     it may be data. Two keys of one record that are one column (`Email`, `email`), and a key the
-    contract does not know, cost the records that carry a value for them.
+    contract does not know (unless rescued; `key_<n>` never is), cost the records that carry a
+    value for them.
     """
     names: dict[str, str] = {}
+    data_keys: set[str] = set()
     for position, key in enumerate(frame.columns, start=1):
         if not looks_like_name(key):
             names[key] = f"key_{position}"
+            data_keys.add(names[key])
         else:
             names[key] = columns.canonical(key) if columns is not None else key
     damage = [
@@ -433,8 +440,12 @@ def _match_keys(
             merged[name] = values.bfill(axis=1).iloc[:, 0]
         matched = pd.DataFrame(merged, index=frame.index)
     extra = columns.unknown(matched.columns) if columns is not None else []
+    if columns is not None and columns.rescue:
+        # A rescued key becomes a `_rescued` entry, so it must be a name one could adopt; a key
+        # that is data (an address as a key) still costs its record.
+        extra = [name for name in extra if name in data_keys]
     for name in extra:
-        damage += _damage_lines(matched[name].notna().to_numpy(), "extra_key", name)
+        damage += _damage_lines(matched[name].notna().to_numpy(), EXTRA_KEY, name)
     return _Parsed(matched, damage, extra, columns_from_rows=True)
 
 

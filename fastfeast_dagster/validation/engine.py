@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fastfeast_dagster.batch import ROW_COLUMN, FileRejection
+from fastfeast_dagster.batch import ROW_COLUMN
 from fastfeast_dagster.contract import (
     TEXT_DTYPE,
     ColumnSpec,
@@ -91,36 +91,35 @@ class _Failures:
         return pd.concat(self.parts, ignore_index=True).sort_values(ROW_COLUMN, kind="stable")
 
 
-def check_columns(frame: pd.DataFrame, spec: SourceSpec) -> FileRejection | None:
-    """File stage: the column set must equal the contract's (order is free)."""
-    present = [name for name in frame.columns if name != ROW_COLUMN]
-    if not present and frame.empty:
-        # An empty JSON array carries no keys: it is a partition with no rows, not a bad file.
-        return None
-    missing = [name for name in spec.columns if name not in present]
-    extra = [name for name in present if name not in spec.columns]
-    if not missing and not extra:
-        return None
-    problems = []
-    if missing:
-        problems.append(f"missing column(s) {', '.join(missing)}")
-    if extra:
-        problems.append(f"unexpected column(s) {', '.join(extra)}")
-    return FileRejection(
-        "missing_columns" if missing else "extra_columns",
-        f"the columns do not match the contract: {'; '.join(problems)}",
-    )
+def parse_column(
+    values: pd.Series, name: str, column: ColumnSpec, contract: Contract
+) -> tuple[pd.Series, pd.Series]:
+    """One column's text through the schema and records stages alone: its typed values (NA where
+    null or bad) and a mask of the values that failed a rule of `column` (a missing value of a
+    required one included).
+
+    For text that reaches a column by another way than a file (`_rescued` values adopted into the
+    contract, `warehouse/drift.py`; a rescued column's inferred type, `validation/drift.py`).
+    """
+    frame_rows = pd.Series(np.arange(1, len(values) + 1), index=values.index)
+    failures = _Failures(frame_rows, {name: ValuePolicy(reject=True)}, np.zeros(len(values), bool))
+    zone = contract.partitions.timezone
+    typed = _schema_stage(values, name, column, contract.null_vocabulary, failures, zone)
+    _records_stage(typed, name, column, contract, failures)
+    rejected = pd.Series(failures.rejected, index=values.index)
+    return typed.mask(rejected), rejected
 
 
 def validate(frame: pd.DataFrame, spec: SourceSpec, contract: Contract) -> ValidationResult:
-    """Schema and records stages over an all-text frame whose columns passed `check_columns`.
+    """Schema and records stages over an all-text frame whose columns passed the column check
+    (`drift.py`).
 
     A failure rejects its row when its column's policy says so (keys, foreign keys, essential
     columns); a row that only has failures of other columns loads, with those values repaired.
     """
     policies = contract.value_policies(contract.table_sources[spec.table])
     failures = _Failures(frame[ROW_COLUMN], policies, np.zeros(len(frame), dtype=bool))
-    null_tokens = {token.strip().lower() for token in contract.null_tokens}
+    null_tokens = contract.null_vocabulary
     typed: dict[str, pd.Series] = {ROW_COLUMN: frame[ROW_COLUMN]}
 
     for name, column in spec.columns.items():
@@ -176,7 +175,7 @@ def _schema_stage(
     raw: pd.Series,
     name: str,
     column: ColumnSpec,
-    null_tokens: set[str],
+    null_tokens: frozenset[str],
     failures: _Failures,
     zone: str,
 ) -> pd.Series:

@@ -1,6 +1,7 @@
-"""The audit trail of a load: its quarantine rows, its repairs, one file-log row per file.
+"""The audit trail of a load: its quarantine rows, its repairs, one file-log row per file, and
+its schema drift (one `schema_drift` row per file and drifted column).
 
-All three keep history: rows of earlier runs of the same partitions are marked superseded, never
+All four keep history: rows of earlier runs of the same partitions are marked superseded, never
 deleted, and a replay that finds exactly what is already there adds nothing (one shared
 supersede-and-insert). The file log's counts are those of the quarantine and repair rows this
 load writes, so they always agree.
@@ -16,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from fastfeast_dagster.batch import (
+    DRIFT_ROW_COLUMNS,
     QUARANTINE_ROW_COLUMNS,
     REPAIR_ROW_COLUMNS,
     FileCounts,
@@ -55,14 +57,26 @@ def stage_verdict(cur: psycopg.Cursor, scope: LoadScope, batch: LoadBatch) -> No
         ("quarantine", QUARANTINE_STAGE, QUARANTINE_ROW_COLUMNS, batch.quarantine),
         ("value_repair", REPAIR_STAGE, REPAIR_ROW_COLUMNS, batch.repairs),
     ):
-        _create_stage(cur, scope, table, stage)
-        for name, value in (("asset_key", scope.asset_key), ("run_id", scope.run_id)):
-            cur.execute(
-                sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-                    stage, sql.Identifier(name), sql.Literal(value)
-                )
+        _stage_rows(cur, scope, table, stage, columns, rows)
+
+
+def _stage_rows(
+    cur: psycopg.Cursor,
+    scope: LoadScope,
+    table: str,
+    stage: sql.Identifier,
+    columns: Sequence[str],
+    rows: pd.DataFrame,
+) -> None:
+    """`rows` into a new stage shaped like `table`, with this load's asset key and run."""
+    _create_stage(cur, scope, table, stage)
+    for name, value in (("asset_key", scope.asset_key), ("run_id", scope.run_id)):
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                stage, sql.Identifier(name), sql.Literal(value)
             )
-        _copy_rows(cur, stage, columns, rows[columns].itertuples(index=False, name=None))
+        )
+    _copy_rows(cur, stage, columns, rows[columns].itertuples(index=False, name=None))
 
 
 def write_quarantine(cur: psycopg.Cursor, scope: LoadScope) -> None:
@@ -239,6 +253,54 @@ def write_file_log(
         ],
         current=sql.SQL("{row}.superseded_at IS NULL"),
         superseded=sql.SQL("superseded_at = now()"),
+    )
+
+
+_DRIFT_STAGE = sql.Identifier("_drift_new")
+
+
+def write_drift(cur: psycopg.Cursor, scope: LoadScope, batch: LoadBatch) -> None:
+    """The files' drifted columns. A replay that finds the same drift counts nothing again: it
+    only moves `last_seen_at`; a changed file's rows supersede the earlier ones and keep the
+    `first_seen_at` of the file and column."""
+    _stage_rows(cur, scope, "schema_drift", _DRIFT_STAGE, DRIFT_ROW_COLUMNS, batch.drift)
+    target = scope.relation("schema_drift")
+    cur.execute(
+        sql.SQL(
+            "UPDATE {stage} n SET first_seen_at = p.first_seen_at FROM (SELECT source_path,"
+            " column_name, drift_kind, min(first_seen_at) AS first_seen_at FROM {target}"
+            " WHERE asset_key = %s GROUP BY 1, 2, 3) p WHERE p.source_path = n.source_path"
+            " AND p.column_name = n.column_name AND p.drift_kind = n.drift_kind"
+        ).format(stage=_DRIFT_STAGE, target=target),
+        (scope.asset_key,),
+    )
+    same = ["source_path", "column_name", "drift_kind", "row_count"]
+    _supersede_and_insert(
+        cur,
+        scope,
+        target=target,
+        stage=_DRIFT_STAGE,
+        columns=[*DRIFT_ROW_COLUMNS, "asset_key", "run_id", "first_seen_at"],
+        same=same,
+        current=sql.SQL("{row}.superseded_at IS NULL"),
+        superseded=sql.SQL("superseded_at = now(), superseded_by_run = {}").format(
+            sql.Literal(scope.run_id)
+        ),
+    )
+    cur.execute(
+        sql.SQL(
+            "UPDATE {target} t SET last_seen_at = now() WHERE t.asset_key = %s"
+            " AND t.partition_key = ANY(%s) AND t.superseded_at IS NULL"
+            " AND EXISTS (SELECT 1 FROM {stage} n"
+            " WHERE n.partition_key = t.partition_key AND {same})"
+        ).format(
+            target=target,
+            stage=_DRIFT_STAGE,
+            same=sql.SQL(" AND ").join(
+                sql.SQL("n.{0} = t.{0}").format(sql.Identifier(name)) for name in same
+            ),
+        ),
+        (scope.asset_key, scope.partition_keys),
     )
 
 

@@ -6,7 +6,9 @@ and runs in one transaction under an advisory lock: every statement either succe
 apply fails loudly, never statement by statement with errors swallowed.
 
 Existing tables gain columns that the contract adds (`ADD COLUMN IF NOT EXISTS`), so adding a
-column is a config change. Nothing is ever dropped automatically.
+column is a config change; a column adopted from schema drift is filled, in the same
+transaction, from the values its rows rescued (`drift.py`). Nothing is ever dropped
+automatically.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from fastfeast_dagster.batch import LINEAGE_COLUMNS
+from fastfeast_dagster.batch import LINEAGE_COLUMNS, RESCUED, RESCUED_COLUMN
 from fastfeast_dagster.contract import Contract, Reference, SourceSpec, TableColumn
+from fastfeast_dagster.warehouse.drift import fill_adopted
 from fastfeast_dagster.warehouse.fixed_tables import (
     FILL_DIM_DATE,
     FILL_DIM_TIME,
@@ -54,7 +57,7 @@ def _source_table_statements(
     columns = contract.table_columns(source)
     statements: list[sql.Composable] = []
     if spec.table not in catalog.relations:
-        definitions = [_definition(column) for column in [*columns, *LINEAGE_COLUMNS]]
+        definitions = [_definition(column) for column in [*columns, RESCUED, *LINEAGE_COLUMNS]]
         definitions.append(sql.SQL("PRIMARY KEY ({})").format(sql.Identifier(spec.primary_key)))
         statements.append(
             sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(definitions))
@@ -66,7 +69,7 @@ def _source_table_statements(
             sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
                 table, sql.Identifier(column.name), sql.SQL(column.type.sql)
             )
-            for column in columns
+            for column in [*columns, RESCUED]
             if (spec.table, column.name) not in catalog.columns
         ]
         # A required column whose bad values now repair to NULL (the contract's policy changed)
@@ -294,11 +297,25 @@ def _apply_once(conn: psycopg.Connection, contract: Contract) -> int:
         cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(_LOCK_WAIT)))
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_ID,))
         # Another process may have applied it while we waited for the lock.
-        statements = pending_statements(contract, _read_catalog(cur, schema), conn)
+        catalog = _read_catalog(cur, schema)
+        statements = pending_statements(contract, catalog, conn)
         for statement in statements:
             cur.execute(statement)
+        fill_adopted(cur, contract, adopted_columns(contract, catalog))
         cur.execute("SET LOCAL lock_timeout TO DEFAULT")
     return len(statements)
+
+
+def adopted_columns(contract: Contract, catalog: _Catalog) -> list[tuple[str, str]]:
+    """(source, column) of the contract columns this apply adds to a table that rescues values:
+    what an operator adopted since the last apply."""
+    return [
+        (source, name)
+        for source, spec in contract.sources.items()
+        if (spec.table, RESCUED_COLUMN) in catalog.columns
+        for name in spec.columns
+        if (spec.table, name) not in catalog.columns
+    ]
 
 
 def _foreign_key_statement(schema: str, ref: Reference) -> sql.Composable:

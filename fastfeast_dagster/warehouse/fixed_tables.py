@@ -30,6 +30,8 @@ CREATE TABLE {schema}.dim_time (
 );
 """
 
+# The audit trail's rows carry the load that wrote them and, once a later load of the same asset
+# partition replaces them, when and by which run (`audit._supersede_and_insert` relies on these).
 _OPERATIONAL_DDL = """
 CREATE TABLE {schema}.quarantine (
     quarantine_id bigserial PRIMARY KEY,
@@ -44,12 +46,9 @@ CREATE TABLE {schema}.quarantine (
     rejection_reason text NOT NULL,
     reasons jsonb NOT NULL DEFAULT '[]'::jsonb,
     raw_data jsonb NOT NULL,
-    asset_key text NOT NULL,
-    partition_key text NOT NULL,
-    run_id text NOT NULL,
+    {load_owner}
     quarantined_at timestamptz NOT NULL DEFAULT now(),
-    superseded_at timestamptz,
-    superseded_by_run text,
+    {superseded},
     resolved_at timestamptz,
     resolved_by_run text
 );
@@ -104,9 +103,7 @@ CREATE TABLE {schema}.pipeline_file_log (
     duplicate_count integer NOT NULL DEFAULT 0,
     orphan_count integer NOT NULL DEFAULT 0,
     repaired integer NOT NULL DEFAULT 0,
-    asset_key text NOT NULL,
-    partition_key text NOT NULL,
-    run_id text NOT NULL,
+    {load_owner}
     processed_at timestamptz NOT NULL DEFAULT now(),
     superseded_at timestamptz,
     CONSTRAINT file_log_counts_reconcile CHECK (total_records = valid_records + quarantined),
@@ -135,12 +132,9 @@ CREATE TABLE {schema}.value_repair (
     repair_reason text NOT NULL,
     raw_value text,
     repaired_to text,
-    asset_key text NOT NULL,
-    partition_key text NOT NULL,
-    run_id text NOT NULL,
+    {load_owner}
     repaired_at timestamptz NOT NULL DEFAULT now(),
-    superseded_at timestamptz,
-    superseded_by_run text
+    {superseded}
 );
 COMMENT ON TABLE {schema}.value_repair IS
     'one row per bad value of a loaded row that was repaired instead of rejecting the row';
@@ -152,6 +146,28 @@ CREATE INDEX IF NOT EXISTS idx_value_repair_partition
     ON {schema}.value_repair (asset_key, partition_key) WHERE superseded_at IS NULL;
 CREATE INDEX IF NOT EXISTS idx_value_repair_row
     ON {schema}.value_repair (source_table, source_path, source_row) WHERE superseded_at IS NULL;
+
+CREATE TABLE {schema}.schema_drift (
+    drift_id bigserial PRIMARY KEY,
+    source_file text NOT NULL,
+    source_path text NOT NULL,
+    source_table text NOT NULL,
+    column_name text NOT NULL,
+    drift_kind text NOT NULL CHECK (drift_kind IN ('unknown', 'missing')),
+    row_count integer NOT NULL CHECK (row_count >= 0),
+    {load_owner}
+    first_seen_at timestamptz NOT NULL DEFAULT now(),
+    last_seen_at timestamptz NOT NULL DEFAULT now(),
+    {superseded}
+);
+COMMENT ON TABLE {schema}.schema_drift IS
+    'one row per file and column whose presence differs from the contract (validation/drift.py)';
+COMMENT ON COLUMN {schema}.schema_drift.row_count IS
+    'unknown: rows of the file that carry a value for the column; missing: rows of the file';
+COMMENT ON COLUMN {schema}.schema_drift.first_seen_at IS
+    'when a load of this file first showed the drift; last_seen_at: the latest load that did';
+CREATE INDEX IF NOT EXISTS idx_schema_drift_partition
+    ON {schema}.schema_drift (asset_key, partition_key) WHERE superseded_at IS NULL;
 
 CREATE TABLE {schema}.alert_log (
     alert_key text PRIMARY KEY,
@@ -166,7 +182,9 @@ CREATE TABLE {schema}.alert_log (
 );
 COMMENT ON TABLE {schema}.alert_log IS
     'one row per asset + partition + reason alerted by mail; repeats within the window are counted';
-"""
+""".replace(
+    "{load_owner}", "asset_key text NOT NULL, partition_key text NOT NULL, run_id text NOT NULL,"
+).replace("{superseded}", "superseded_at timestamptz, superseded_by_run text")
 
 _MARTS_DDL = """
 CREATE TABLE {schema}.mart_orders_daily (

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from fastfeast_dagster.batch import RESCUED_COLUMN
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.warehouse.scope import QUARANTINE_STAGE, STAGE, LoadScope
 
@@ -72,7 +73,7 @@ def _quarantine_orphans(cur: psycopg.Cursor, scope: LoadScope) -> int:
 
     One statement: the anti-join per foreign key, the rows' reasons in the contract's order, and
     their values as text (they passed validation, so these are the values that would have
-    loaded; PII is already masked).
+    loaded; PII is already masked), with the values they rescued (`_rescued`, masked too).
     """
     checks = [ref for ref in scope.parents if not ref.to_calendar]
     if not checks:
@@ -112,7 +113,8 @@ def _quarantine_orphans(cur: psycopg.Cursor, scope: LoadScope) -> int:
             " SELECT regexp_replace(m._source_file, '^.*/', ''), m._source_file, {table},"
             " m._source_row, 'orphan', 'foreign_key', m.columns[1],"
             " m.columns[1] || ': no matching parent row', m.reasons,"
-            " jsonb_build_object({values}), m._partition_key FROM moved m"
+            " jsonb_build_object({values}) || coalesce(m.{rescued}, '{{}}'), m._partition_key"
+            " FROM moved m"
         ).format(
             missing=missing,
             reason=reason,
@@ -120,6 +122,7 @@ def _quarantine_orphans(cur: psycopg.Cursor, scope: LoadScope) -> int:
             quarantine=QUARANTINE_STAGE,
             table=sql.Literal(scope.spec.table),
             values=values,
+            rescued=sql.Identifier(RESCUED_COLUMN),
         )
     )
     return cur.rowcount

@@ -10,8 +10,8 @@
    only when its content differs: replaying an old day or hour never regresses newer data, and
    replaying the same one changes nothing. A dimension with history then records the day's
    versions (`history.py`).
-5. The audit trail (`audit.py`): quarantine, repairs and file log, superseding earlier runs'
-   rows of these partitions (orphans that now loaded are marked resolved).
+5. The audit trail (`audit.py`): quarantine, repairs, schema drift and file log, superseding
+   earlier runs' rows of these partitions (orphans that now loaded are marked resolved).
 Either all of it commits or none of it does.
 """
 
@@ -32,6 +32,7 @@ from psycopg.copy import QueuedLibpqWriter
 from fastfeast_dagster.batch import (
     FILE_COLUMN,
     PARTITION_COLUMN,
+    RESCUED_COLUMN,
     ROW_COLUMN,
     RUN_COLUMN,
     LoadBatch,
@@ -90,6 +91,7 @@ def load_batch(
         with watch.stage("quarantine"):
             audit.write_quarantine(cur, scope)
             audit.write_repairs(cur, scope)
+            audit.write_drift(cur, scope, batch)
         with watch.stage("file log"):
             report = audit.report(
                 cur, scope, batch, inserted=inserted, updated=updated, removed=removed
@@ -155,7 +157,8 @@ def _copy_clean_rows(cur: psycopg.Cursor, scope: LoadScope, clean: pd.DataFrame)
     if clean.empty:
         return
     columns = [column.name for column in scope.table_columns]
-    frame = clean[[*columns, FILE_COLUMN, ROW_COLUMN, PARTITION_COLUMN]]
+    rescued = [RESCUED_COLUMN] if RESCUED_COLUMN in clean.columns else []
+    frame = clean[[*columns, *rescued, FILE_COLUMN, ROW_COLUMN, PARTITION_COLUMN]]
     # Lineage that is the same on every row (the run; the file and partition of a one-file
     # batch) becomes the staging column's default instead of being sent and parsed per row.
     constants = {RUN_COLUMN: scope.run_id} | {
@@ -214,7 +217,8 @@ def _upsert(
     """Newest-partition-wins upsert in `order`; returns (inserted, updated)."""
     spec = scope.spec
     pk = sql.Identifier(spec.primary_key)
-    columns = [column.name for column in scope.table_columns]
+    # A row whose rescued values changed is a changed row, as one whose columns changed.
+    columns = [*(column.name for column in scope.table_columns), RESCUED_COLUMN]
     written = [*columns, *_LINEAGE]
     content = [name for name in columns if name != spec.primary_key]
     updates = [
