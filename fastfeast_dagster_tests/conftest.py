@@ -34,14 +34,18 @@ def pg_server() -> Iterator[EmbeddedPostgres]:
     shutil.rmtree(state, ignore_errors=True)
 
 
-@pytest.fixture
-def warehouse_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
-    """A new, empty database on the session's server."""
+def new_database(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    """A new, empty database on the session's server, dropped after (fixtures yield from it)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = pg_server.url("postgres")
     create_database(admin, name)
     yield pg_server.url(name)
     drop_database(admin, name)
+
+
+@pytest.fixture
+def warehouse_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    yield from new_database(pg_server)
 
 
 @pytest.fixture

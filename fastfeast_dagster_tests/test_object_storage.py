@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from fastfeast_dagster.sources.listing import FoundFile, list_partition_files
 from fastfeast_dagster.sources.objects import window
 from fastfeast_dagster.sources.storage import ObjectChanged, ObjectPath, ObjectRoot
 from fastfeast_dagster.synthetic import generate
-from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database, drop_database
+from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres
+from fastfeast_dagster_tests.conftest import new_database
 from fastfeast_dagster_tests.objectstore import bucket, s3_endpoint, upload_tree
 
 __all__ = ["bucket", "s3_endpoint"]  # fixtures
@@ -84,11 +84,7 @@ def test_the_same_day_in_a_folder_and_a_bucket_requests_the_same_runs(
 
 @pytest.fixture
 def second_warehouse(pg_server: EmbeddedPostgres) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = pg_server.url("postgres")
-    create_database(admin, name)
-    yield pg_server.url(name)
-    drop_database(admin, name)
+    yield from new_database(pg_server)
 
 
 COUNTED = (
