@@ -147,7 +147,9 @@ def main() -> int:
     try:
         _wait_for(lambda: _responds(f"http://127.0.0.1:{port}/server_info"), 240, "the UI")
         exports = _exports(env)
-        os.environ.update(exports)
+        # The state dir too: without it this process would resolve another embedded server's
+        # Dagster storage than the daemon's, and read no runs.
+        os.environ.update(env | exports)
         warehouse = exports["FASTFEAST_DATABASE_URL"]
         started = time.monotonic()
         _deliver_prerequisites(contract, incoming, state / "data", warehouse)
