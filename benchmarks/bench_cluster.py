@@ -10,12 +10,14 @@ fresh warehouse and a fresh Dagster storage, and starts its processes before the
 
 The clock starts when the day's upload to the bucket starts (master, the day's batch, its hours)
 and stops at the end of the last run once the deployment is quiet: every partition the folder
-sensors found has finished, no run is queued or running, and none was created for `--quiet`
-seconds. The runs counted are all of them: the folder sensors', the derived tables', orphan
-retries. Runs per minute = finished runs / wall minutes. The ratio is the 2-worker round's
-against the 1-worker round's, measured in the same invocation. Both rounds must leave the same
-warehouse state (current rows, open quarantine, tables, marts): a difference is an error. The
-history (superseded file loads, resolved orphans) is printed: it depends on which load came first.
+sensors found has finished, no run is queued or running, and none was created or ended for
+`--quiet` seconds: by default twice the longest sensor interval, so that every sensor (the orphan
+retry checks every 60 s) has looked at the last load before the round ends. The runs counted are
+all of them: the folder sensors', the derived tables', orphan retries. Runs per minute = finished
+runs / wall minutes. The ratio is the 2-worker round's against the 1-worker round's, measured in
+the same invocation. Both rounds must leave the same warehouse state (current rows, open
+quarantine, tables, marts): a difference is an error. The history (superseded file loads, resolved
+orphans) is printed: it depends on which load came first.
 
 On the shared 2-core machine, two workers share the cores with the daemon, the code server,
 PostgreSQL and moto; expect little gain: the point is that the result is the same.
@@ -38,6 +40,7 @@ import dagster as dg
 import psycopg
 from dagster._core.instance.ref import InstanceRef
 
+from fastfeast_dagster.contract import load_contract
 from fastfeast_dagster.sensors.folders import FOLDER_SENSOR_NAMES
 from fastfeast_dagster.synthetic import generate
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres, create_database
@@ -154,7 +157,7 @@ def _wait_until_quiet(
     deadline: float,
     logs: Callable[[], str],
 ) -> list[dg.RunRecord]:
-    """Every run, once all `partitions` were loaded and nothing was created for `quiet` s."""
+    """Every run, once all `partitions` were loaded and no run began or ended for `quiet` s."""
     sensors = list(FOLDER_SENSOR_NAMES.values())
     while True:
         if time.monotonic() > deadline:
@@ -166,7 +169,11 @@ def _wait_until_quiet(
             if record.dagster_run.tags.get("dagster/sensor_name") in sensors
         }
         busy = any(record.dagster_run.status in _UNFINISHED for record in records)
-        newest = max((record.create_timestamp.timestamp() for record in records), default=0.0)
+        # A run's end counts too: what it committed is what the sensors look at next.
+        newest = max(
+            (record.end_time or record.create_timestamp.timestamp() for record in records),
+            default=0.0,
+        )
         if len(found) >= partitions and not busy and time.time() - newest > quiet:
             return records
         time.sleep(1)
@@ -178,7 +185,11 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=24)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--quiet", type=float, default=20.0, help="seconds with no new run")
+    contract = load_contract()
+    longest = max(contract.orphans.retry_check_seconds, contract.sensors.minimum_interval_seconds)
+    parser.add_argument(
+        "--quiet", type=float, default=2.0 * longest, help="seconds with no run created or ended"
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="per round, seconds")
     args = parser.parse_args()
 

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +14,7 @@ import pytest
 
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.sensors.derived import DERIVED_SENSOR
+from fastfeast_dagster_tests.sensing import Pipeline
 from fastfeast_dagster_tests.sla_hour import (
     DAY,
     FACTS,
@@ -31,53 +31,10 @@ LATE_HOUR = f"{NEXT_DAY}-01:00"
 DERIVED = ["ticket_sla", "mart_orders_daily", "mart_tickets_daily"]
 
 
-@dataclass
-class Pipeline:
-    instance: dg.DagsterInstance
-    cursor: str | None = None
-    runs: list[dg.ExecuteInProcessResult] = field(default_factory=list)
-
-    def materialize(
-        self, tables: list[str], partition_key: str | None, **kwargs: object
-    ) -> dg.ExecuteInProcessResult:
-        from fastfeast_dagster.definitions import defs
-
-        keys = [dg.AssetKey(table) for table in tables]
-        job = defs.resolve_implicit_job_def_def_for_assets(keys)
-        assert job is not None
-        result = job.execute_in_process(
-            instance=self.instance,
-            partition_key=partition_key,
-            asset_selection=keys,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        assert result.success
-        return result
-
-    def tick(self) -> list[dg.RunRequest]:
-        """One evaluation of the sensor, its cursor kept as the daemon keeps it."""
-        from fastfeast_dagster.definitions import defs
-
-        with dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursor, definitions=defs, resources=defs.resources
-        ) as context:
-            data = defs.resolve_sensor_def(DERIVED_SENSOR).evaluate_tick(context)
-        self.cursor = data.cursor
-        return list(data.run_requests or [])
-
-    def run(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-        """A request executed as the daemon would: its assets, partition and run config."""
-        return self.materialize(
-            [key.to_user_string() for key in request.asset_selection or []],
-            request.partition_key,
-            run_config=request.run_config,
-        )
-
-
 @pytest.fixture
 def pipeline(pipeline_env: str) -> Iterator[Pipeline]:
     with dg.instance_for_test() as instance:
-        yield Pipeline(instance)
+        yield Pipeline(instance, DERIVED_SENSOR)
 
 
 def _shape(requests: list[dg.RunRequest]) -> list[tuple[str | None, list[str], object]]:
