@@ -20,9 +20,11 @@ from fastfeast_dagster.sensors.folders import build_folder_sensor
 from fastfeast_dagster.sensors.objects import ObjectCursor, scan_objects
 from fastfeast_dagster.sources.listing import FoundFile, list_partition_files
 from fastfeast_dagster.sources.objects import window
+from fastfeast_dagster.sources.reading import read_source_file
 from fastfeast_dagster.sources.storage import ObjectChanged, ObjectPath, ObjectRoot
 from fastfeast_dagster.synthetic import generate
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres
+from fastfeast_dagster_tests.commands import free_port
 from fastfeast_dagster_tests.conftest import new_database
 from fastfeast_dagster_tests.objectstore import bucket, s3_endpoint, upload_tree
 
@@ -208,6 +210,37 @@ def test_a_stream_tick_checks_the_parents_of_new_objects_only(
     again, _ = evaluate(contract, cursor, "stream")
     assert again == []
     assert day_files not in listed, listed  # nothing new: no day's dimensions to ask about
+
+
+def test_an_object_gone_before_its_run_reads_it_is_a_rejected_file(bucket: str) -> None:
+    client = boto3.client("s3")
+    client.put_object(Bucket=bucket, Key="p/master/cities.csv", Body=b"city_id\n1\n")
+    etag = client.head_object(Bucket=bucket, Key="p/master/cities.csv")["ETag"]
+    root = ObjectRoot(bucket, "p").pinned(
+        {"fastfeast/etags": json.dumps({"master/cities.csv": etag})}
+    )
+    client.delete_object(Bucket=bucket, Key="p/master/cities.csv")
+    result = read_source_file(root / "master/cities.csv", "csv", root)  # type: ignore[arg-type]
+    assert result.frame is None and result.rejection is not None
+    assert (result.rejection.rule, result.rejection.message) == (
+        "unreadable",
+        "the object cannot be read: NoSuchKey",
+    )
+    assert (result.file.relative_path, result.file.size) == ("master/cities.csv", 0)
+
+
+def test_an_object_store_that_cannot_be_reached_is_a_rejected_file_without_its_address(
+    bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    root = ObjectRoot(bucket, "p")
+    result = read_source_file(root / "master/cities.csv", "csv", root)  # type: ignore[arg-type]
+    assert result.rejection is not None
+    assert (result.rejection.rule, result.rejection.message) == (
+        "unreadable",
+        "the object cannot be read: EndpointConnectionError",
+    )
 
 
 def test_listing_pages_past_1000_keys(contract: Contract, bucket: str) -> None:
