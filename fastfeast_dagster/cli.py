@@ -19,6 +19,10 @@ from fastfeast_dagster.warehouse.connection import WAREHOUSE_URL_ENV, redact
 from fastfeast_dagster.warehouse.embedded import EmbeddedServerError
 
 if TYPE_CHECKING:
+    import dagster as dg
+
+    from fastfeast_dagster.ingest import IngestSummary, RunOutcome
+    from fastfeast_dagster.run_report import RunReport
     from fastfeast_dagster.warehouse.connection import DatabaseUrls
     from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres
 
@@ -232,13 +236,11 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    import datetime as dt
     import time
 
     import dagster as dg
 
-    from fastfeast_dagster.ingest import RunOutcome, ingest
-    from fastfeast_dagster.run_report import RunReport, format_report, report_run
+    from fastfeast_dagster.ingest import ingest
     from fastfeast_dagster.runtime import apply_environment, dagster_environment
     from fastfeast_dagster.warehouse.connection import is_unreachable, unreachable_message
 
@@ -248,29 +250,11 @@ def _ingest(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         with dg.DagsterInstance.get() as instance:
-
-            def progress(run: RunOutcome) -> None:
-                # A run that lost its storage may have no record: its outcome says what happened.
-                report = None if run.unreachable else report_run(instance, run.run_id)
-                if report is None:
-                    report = RunReport(
-                        run_id=run.run_id,
-                        outcome="FAILED",
-                        ended=dt.datetime.now().astimezone(),
-                        partition=run.partition_key,
-                        assets=tuple(run.assets),
-                        rows={},
-                        seconds=None,
-                        failed_checks=(),
-                        errors=(run.error or "the run was not recorded",),
-                    )
-                print(format_report(report), flush=True)
-
             summary = ingest(
                 defs,
                 instance,
                 max_wait_seconds=args.wait,
-                on_run=progress,
+                on_run=lambda run: print(_run_line(instance, run), flush=True),
                 # Dagster's own console output; the run line and its errors say what matters.
                 log_level="DEBUG" if args.verbose else "CRITICAL",
             )
@@ -278,13 +262,59 @@ def _ingest(args: argparse.Namespace) -> int:
         if is_unreachable(error):  # before any run: Dagster's storage is not there
             raise CliError(unreachable_message(os.environ[WAREHOUSE_URL_ENV])) from None
         raise
-    elapsed = time.monotonic() - started
+    return _ingest_summary(summary, time.monotonic() - started)
+
+
+def _run_line(instance: dg.DagsterInstance, run: RunOutcome) -> str:
+    """A finished run's line (and errors), from its record; from what `ingest` saw of it when the
+    record cannot be read, so that no run goes unreported."""
+    from fastfeast_dagster.run_report import format_report, report_run
+    from fastfeast_dagster.warehouse.connection import is_unreachable
+
+    report = None
+    # A run that lost its storage may have no record: its outcome says what happened.
+    if not run.unreachable:
+        try:
+            report = report_run(instance, run.run_id)
+        except Exception as error:
+            # The storage went away since the run finished; `ingest` meets it next and ends.
+            if not is_unreachable(error):
+                raise
+    return format_report(report or _outcome_report(run))
+
+
+def _outcome_report(run: RunOutcome) -> RunReport:
+    from fastfeast_dagster.run_report import RunReport
+
+    return RunReport(
+        run_id=run.run_id,
+        outcome="ok" if run.success else "FAILED",
+        ended=dt.datetime.now().astimezone(),
+        partition=run.partition_key,
+        # Sorted, as a report from the run's record lists them.
+        assets=tuple(sorted(run.assets)),
+        rows={},
+        seconds=None,
+        failed_checks=(),
+        errors=() if run.success else (run.error or "the run was not recorded",),
+    )
+
+
+def _ingest_summary(summary: IngestSummary, elapsed: float) -> int:
+    """The call's last line, and its exit status: 1 if a run failed or the call was cut short."""
+    from fastfeast_dagster.warehouse.connection import unreachable_message
+
+    unreachable = unreachable_message(os.environ[WAREHOUSE_URL_ENV])
     if summary.unreachable and not summary.runs:
-        raise CliError(unreachable_message(os.environ[WAREHOUSE_URL_ENV]))
+        raise CliError(unreachable)
     if not summary.runs:
         print(f"nothing new to ingest ({elapsed:.1f} s)")
         return 0
     print(f"{len(summary.runs)} run(s), {len(summary.failed)} failed, in {elapsed:.1f} s")
+    # Lost between runs, the storage is on no run's line: what was left is the next call's.
+    if summary.unreachable and not any(run.unreachable for run in summary.runs):
+        print(f"stopped: {unreachable}")
+        return 1
     return 1 if summary.failed else 0
 
 

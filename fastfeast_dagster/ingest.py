@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -36,6 +37,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SCHEDULED_EXECUTION_TIME_TAG
 from dagster._utils.schedules import get_latest_completed_cron_tick
 
 from fastfeast_dagster.run_owners import owner_tags
+from fastfeast_dagster.run_report import error_class, step_error
 from fastfeast_dagster.sensors.derived import DERIVED_SENSOR
 from fastfeast_dagster.sensors.folders import FOLDER_SENSOR_NAMES, Cursor
 from fastfeast_dagster.sensors.orphans import ORPHAN_RETRY_SENSOR
@@ -43,8 +45,12 @@ from fastfeast_dagster.sensors.retries import RUN_RETRY_SENSOR
 from fastfeast_dagster.warehouse.connection import (
     WAREHOUSE_URL_ENV,
     is_unreachable,
+    is_unreachable_class,
     unreachable_message,
 )
+
+if TYPE_CHECKING:
+    from dagster._utils.error import SerializableErrorInfo
 
 # Evaluated in this order each round: what earlier runs left unfinished, a day's dimensions
 # before its hours' facts, the retry of orphans whose parents those runs brought, then the tables
@@ -235,19 +241,22 @@ def _run_request(
 
 def _failure(result: dg.ExecuteInProcessResult) -> tuple[str, bool]:
     """The first line of what failed the run (later lines of a database error may quote a row),
-    and whether the warehouse was unreachable."""
-    for event in result.get_step_failure_events():
-        data = event.step_failure_data
-        if data.user_failure_data is not None and data.user_failure_data.description:
-            line = data.user_failure_data.description.splitlines()[0]
-            return line, data.error is not None and data.error.cls_name == "WarehouseUnreachable"
-        if data.error is not None:
-            error = data.error
-            while error.cause is not None:  # Dagster's wrapper, then the error of our code
-                error = error.cause
-            text = error.message.strip().splitlines()[0] if error.message else ""
-            return f"{error.cls_name}: {text.split(': ', 1)[-1]}", False
-    return "the run failed", False
+    and whether the warehouse or Dagster's storage was unreachable."""
+    failures = result.get_step_failure_events()
+    if not failures:
+        return "the run failed", False
+    data = failures[0].step_failure_data
+    return step_error(data), _recorded_unreachable(data.error)
+
+
+def _recorded_unreachable(error: SerializableErrorInfo | None) -> bool:
+    """Whether a step's recorded error, or one it was raised from, says a server is gone: the
+    `Warehouse` resource's verdict, or a driver's error that reached the step unwrapped."""
+    while error is not None:
+        if error.cls_name == "WarehouseUnreachable" or is_unreachable_class(error_class(error)):
+            return True
+        error = error.cause or error.context
+    return False
 
 
 def _run_due_schedules(

@@ -2,8 +2,10 @@
 
 Read from what the run recorded on the instance (its record, the load metadata of its
 materializations, its check evaluations, its failures), so that a daemon-launched run, one of
-`fastfeast ingest` and one launched from the UI read alike. A failed run's errors follow in full;
-they never quote row values (the project's messages never do), so no PII reaches the terminal.
+`fastfeast ingest` and one launched from the UI read alike. A failed run's errors follow, one line
+each (the error's class and the first line of its message): the later lines of a database error
+(DETAIL, CONTEXT) can quote a row's values, and no PII may reach the terminal. The run's full
+errors stay in its event log.
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dagster as dg
+
+if TYPE_CHECKING:
+    from dagster._core.execution.plan.objects import StepFailureData
+    from dagster._utils.error import SerializableErrorInfo
 
 # The load report's counts on each table materialization (resources/io_manager.py).
 ROW_COUNTS = ("rows_loaded", "rows_quarantined", "rows_repaired")
@@ -35,7 +42,7 @@ class RunReport:
     rows: dict[str, int]  # ROW_COUNTS summed over the run's tables; empty when it loaded none
     seconds: float | None
     failed_checks: tuple[str, ...]  # "table:check (SEVERITY)"
-    errors: tuple[str, ...]  # in full, as Dagster recorded them
+    errors: tuple[str, ...]  # one line each (`step_error`)
 
 
 def report_run(instance: dg.DagsterInstance, run_id: str) -> RunReport | None:
@@ -117,26 +124,52 @@ def _row_counts(materializations: Iterable[tuple[str, dict[str, object]]]) -> di
 
 def _errors(events: list[dg.DagsterEvent]) -> list[str]:
     types = dg.DagsterEventType
-    errors = []
-    for event in events:
-        if event.event_type == types.STEP_FAILURE:
-            data = event.step_failure_data
-            parts = [f"{event.step_key} failed"]
-            if data.user_failure_data is not None and data.user_failure_data.description:
-                parts.append(data.user_failure_data.description)
-            if data.error is not None:
-                parts.append(data.error.to_string().rstrip())
-            errors.append("\n".join(parts))
+    errors = [
+        f"{event.step_key} failed: {step_error(event.step_failure_data)}"
+        for event in events
+        if event.event_type == types.STEP_FAILURE
+    ]
     if not errors:  # a run that failed before or outside its steps (code, resources, launch)
         for event in events:
             if event.event_type == types.RUN_FAILURE:
                 error = event.job_failure_data.error
-                errors.append(error.to_string().rstrip() if error else event.message or "")
+                errors.append(error_line(error) if error else _first_line(event.message or ""))
     return errors
 
 
+def step_error(data: StepFailureData) -> str:
+    """What failed a step, in one line: its `Failure`'s description, or else its error's."""
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return _first_line(data.user_failure_data.description)
+    if data.error is not None:
+        return error_line(data.error)
+    return "the step failed"
+
+
+def error_line(error: SerializableErrorInfo) -> str:
+    """The class and the first message line of the error under Dagster's wrappers, which is the
+    error our code (or a library under it) raised; never the lines after it."""
+    while error.cause is not None:
+        error = error.cause
+    text = _first_line(error.message)
+    qualified = error_class(error)
+    message = text.removeprefix(qualified).removeprefix(":").strip()
+    return f"{error.cls_name}: {message}" if message else error.cls_name
+
+
+def error_class(error: SerializableErrorInfo) -> str:
+    """The error's module-qualified class name, which its recorded message starts with."""
+    head = _first_line(error.message).partition(": ")[0]
+    return head if head.endswith(error.cls_name) else error.cls_name
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def format_report(report: RunReport) -> str:
-    """One line (`HH:MM:SS outcome partition assets rows duration`), then any errors indented."""
+    """One line (`HH:MM:SS outcome partition assets rows duration`), then its errors indented."""
     assets = ", ".join(report.assets[:_SHOWN_ASSETS])
     if len(report.assets) > _SHOWN_ASSETS:
         assets += f" +{len(report.assets) - _SHOWN_ASSETS} more"
@@ -157,5 +190,5 @@ def format_report(report: RunReport) -> str:
         cells.append("checks failed: " + ", ".join(report.failed_checks))
     cells.append(f"[{report.run_id[:8]}]")
     lines = ["  ".join(cells)]
-    lines += ["    " + line for error in report.errors for line in error.splitlines()]
+    lines += ["    " + error for error in report.errors]
     return "\n".join(lines)

@@ -15,6 +15,12 @@ import psycopg
 import pytest
 
 FASTFEAST = [sys.executable, "-m", "fastfeast_dagster.cli"]
+# The Dagster storage URL that a process resolves (as `dagster_storage.py` does).
+_STORAGE = (
+    "from fastfeast_dagster.contract import default_contract\n"
+    "from fastfeast_dagster.warehouse.connection import resolve_database_urls\n"
+    "print(resolve_database_urls(default_contract()).dagster)"
+)
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -69,6 +75,17 @@ def test_start_status_stop_lifecycle(state_env: dict[str, str]) -> None:
     exports = _run(state_env, "db", "env").stdout
     assert "export FASTFEAST_DATABASE_URL='postgresql://" in exports
     assert "export DAGSTER_HOME=" in exports
+    # A shell of its own, which evaluates them, opens this state dir's Dagster storage: the
+    # embedded server's `dagster` database, not the warehouse's as an external server's would.
+    shell = {name: value for name, value in state_env.items() if name != "FASTFEAST_STATE_DIR"}
+    resolved = subprocess.run(
+        ["bash", "-c", 'eval "$1" && exec "$2" -c "$3"', "-", exports, sys.executable, _STORAGE],
+        env=shell, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    dagster = url.replace("postgresql://", "postgresql+psycopg2://").replace(
+        "/fastfeast?", "/dagster?"
+    )
+    assert resolved.stdout.strip() == dagster
 
     stop = _run(state_env, "db", "stop")
     assert stop.returncode == 0

@@ -20,9 +20,11 @@ from fastfeast_dagster.sensors.folders import build_folder_sensor
 from fastfeast_dagster.sensors.objects import ObjectCursor, scan_objects
 from fastfeast_dagster.sources.listing import FoundFile, list_partition_files
 from fastfeast_dagster.sources.objects import window
+from fastfeast_dagster.sources.reading import read_source_file
 from fastfeast_dagster.sources.storage import ObjectChanged, ObjectPath, ObjectRoot
 from fastfeast_dagster.synthetic import generate
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres
+from fastfeast_dagster_tests.commands import free_port
 from fastfeast_dagster_tests.conftest import new_database
 from fastfeast_dagster_tests.objectstore import bucket, s3_endpoint, upload_tree
 
@@ -144,12 +146,14 @@ def test_the_same_day_in_a_folder_and_a_bucket_loads_the_same_warehouse_and_repl
     assert all(path.startswith(f"{url}/") for path, _ in logged[second_warehouse])
 
 
-def evaluate(contract: Contract, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
-    """One tick of the batch sensor (the master's partition), settle 0."""
+def evaluate(
+    contract: Contract, cursor: str | None, kind: str = "batch"
+) -> tuple[list[dg.RunRequest], str | None]:
+    """One tick of a folder sensor (the batch one: the master's partition), settle 0."""
     from fastfeast_dagster.definitions import defs
 
-    partitions = partitions_by_kind(contract)["dimension"]
-    sensor = build_folder_sensor("batch", contract, partitions, settle_seconds=0)
+    partitions = partitions_by_kind(contract)["dimension" if kind == "batch" else "fact"]
+    sensor = build_folder_sensor(kind, contract, partitions, settle_seconds=0)
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
         tick = sensor.evaluate_tick(context)
@@ -184,6 +188,59 @@ def test_a_changed_object_reruns_its_partition_and_a_reupload_runs_nothing(
     assert changed[0].run_key != master.run_key
     assert json.loads(changed[0].tags["fastfeast/etags"])[customers] != pins[customers]
     assert evaluate(contract, cursor)[0] == []
+
+
+def test_a_stream_tick_checks_the_parents_of_new_objects_only(
+    contract: Contract, generated: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, url = generated
+    monkeypatch.setenv("FASTFEAST_DATA_DIR", url)
+    # A session of the test's own, whose clients (the sensor's) report what they list.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", boto3.session.Session())
+    listed: list[str] = []
+    boto3.DEFAULT_SESSION.events.register(
+        "before-parameter-build.s3.ListObjectsV2",
+        lambda params, **_: listed.append(params["Prefix"]),
+    )
+    day_files = f"{PREFIX}/input/batch/{DAY.isoformat()}/"
+    first, cursor = evaluate(contract, None, "stream")
+    assert [request.partition_key for request in first] == [hour_key(8)]
+    assert day_files in listed  # is the hour's day of dimensions loaded?
+    listed.clear()
+    again, _ = evaluate(contract, cursor, "stream")
+    assert again == []
+    assert day_files not in listed, listed  # nothing new: no day's dimensions to ask about
+
+
+def test_an_object_gone_before_its_run_reads_it_is_a_rejected_file(bucket: str) -> None:
+    client = boto3.client("s3")
+    client.put_object(Bucket=bucket, Key="p/master/cities.csv", Body=b"city_id\n1\n")
+    etag = client.head_object(Bucket=bucket, Key="p/master/cities.csv")["ETag"]
+    root = ObjectRoot(bucket, "p").pinned(
+        {"fastfeast/etags": json.dumps({"master/cities.csv": etag})}
+    )
+    client.delete_object(Bucket=bucket, Key="p/master/cities.csv")
+    result = read_source_file(root / "master/cities.csv", "csv", root)  # type: ignore[arg-type]
+    assert result.frame is None and result.rejection is not None
+    assert (result.rejection.rule, result.rejection.message) == (
+        "unreadable",
+        "the object cannot be read: NoSuchKey",
+    )
+    assert (result.file.relative_path, result.file.size) == ("master/cities.csv", 0)
+
+
+def test_an_object_store_that_cannot_be_reached_is_a_rejected_file_without_its_address(
+    bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    root = ObjectRoot(bucket, "p")
+    result = read_source_file(root / "master/cities.csv", "csv", root)  # type: ignore[arg-type]
+    assert result.rejection is not None
+    assert (result.rejection.rule, result.rejection.message) == (
+        "unreadable",
+        "the object cannot be read: EndpointConnectionError",
+    )
 
 
 def test_listing_pages_past_1000_keys(contract: Contract, bucket: str) -> None:

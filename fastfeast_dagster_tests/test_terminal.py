@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pytest
 
 from fastfeast_dagster.dev_console import OutputPump, starts_record
@@ -49,17 +50,15 @@ def test_a_day_of_dimensions_names_three_tables_and_counts_the_rest() -> None:
     assert "dim_a, dim_b, dim_c +10 more" in line
 
 
-def test_a_failed_run_prints_its_errors_in_full_below_its_line() -> None:
-    error = "fact_order failed\nTraceback (most recent call last):\n  File x\nValueError: boom"
-    text = format_report(_report(outcome="FAILED", rows={}, errors=(error,)))
+def test_a_failed_run_prints_its_errors_below_its_line() -> None:
+    errors = ("fact_order failed: ValueError: boom", "fact_ticket failed: OSError: gone")
+    text = format_report(_report(outcome="FAILED", rows={}, errors=errors))
     first, *rest = text.splitlines()
     assert first.startswith("10:15:02  FAILED    2026-03-02-10:00")
     assert "loaded" not in first
     assert rest == [
-        "    fact_order failed",
-        "    Traceback (most recent call last):",
-        "      File x",
-        "    ValueError: boom",
+        "    fact_order failed: ValueError: boom",
+        "    fact_ticket failed: OSError: gone",
     ]
 
 
@@ -168,7 +167,41 @@ def test_a_real_failed_run_reports_its_tables_counts_and_error(data_dir: Path) -
     assert report.rows == {"rows_loaded": 2, "rows_quarantined": 0, "rows_repaired": 0}
     assert report.failed_checks == ("dim_team:great_expectations (ERROR)",)
     (error,) = report.errors
-    assert "blocking asset check" in error and "Stack Trace:" in error  # in full
+    # The checks it names on its next lines are on the run's line.
+    assert error == (
+        "dim_team_checks failed: DagsterAssetCheckFailedError:"
+        " 1 blocking asset check failed with ERROR severity:"
+    )
     first, *rest = format_report(report).splitlines()
     assert "FAILED" in first and "checks failed: dim_team:great_expectations (ERROR)" in first
-    assert rest and all(line.startswith("    ") for line in rest)
+    assert rest == [f"    {error}"]  # one line: the run's event log has the stack trace
+
+
+def test_a_failed_runs_database_error_is_its_first_line_never_the_rows_values(
+    warehouse_url: str,
+) -> None:
+    secret = "alice@example.com"
+
+    @dg.asset
+    def customers() -> None:
+        with psycopg.connect(warehouse_url) as conn:
+            conn.execute("CREATE TEMPORARY TABLE customer (email text PRIMARY KEY)")
+            # The server's error quotes the key in its DETAIL line, the function in CONTEXT.
+            conn.execute(
+                "CREATE FUNCTION pg_temp.add(value text) RETURNS void LANGUAGE sql"
+                " AS 'INSERT INTO customer VALUES (value)'"
+            )
+            conn.execute("SELECT pg_temp.add(%s), pg_temp.add(%s)", [secret, secret])
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([customers], instance=instance, raise_on_error=False)
+        (failure,) = result.get_step_failure_events()
+        recorded = failure.step_failure_data.error
+        report = report_run(instance, result.run_id)
+    assert recorded is not None and secret in recorded.to_string()  # what the event log keeps
+    assert report is not None
+    assert report.errors == (
+        "customers failed: UniqueViolation: duplicate key value violates unique constraint"
+        ' "customer_pkey"',
+    )
+    assert secret not in format_report(report)

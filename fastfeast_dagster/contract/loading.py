@@ -24,6 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 _SOURCE_CONFIG = PROJECT_ROOT / "config"
 CONFIG_DIR = _SOURCE_CONFIG if _SOURCE_CONFIG.is_dir() else Path(__file__).parent.parent / "config"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "pipeline.yaml"
+STATE_DIR_ENV = "FASTFEAST_STATE_DIR"
 # A deployment may keep its suites elsewhere, as it may its contract (FASTFEAST_CONFIG).
 EXPECTATIONS_DIR = Path(os.environ.get("FASTFEAST_EXPECTATIONS_DIR") or CONFIG_DIR / "expectations")
 
@@ -116,7 +117,7 @@ def data_root(contract: Contract) -> DataRoot:
 
 def state_root(contract: Contract) -> Path:
     """Embedded Postgres data and the PII key; `FASTFEAST_STATE_DIR` overrides."""
-    return _project_path(os.environ.get("FASTFEAST_STATE_DIR") or contract.paths.state_dir)
+    return _project_path(os.environ.get(STATE_DIR_ENV) or contract.paths.state_dir)
 
 
 def _project_path(value: str) -> Path:

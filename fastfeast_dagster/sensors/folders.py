@@ -23,7 +23,12 @@ from pathlib import Path
 import dagster as dg
 
 from fastfeast_dagster.contract import Contract, data_root
-from fastfeast_dagster.sensors.objects import ObjectCursor, ObjectScan, scan_objects
+from fastfeast_dagster.sensors.objects import (
+    ObjectCursor,
+    ObjectScan,
+    changed_object_partitions,
+    scan_objects,
+)
 from fastfeast_dagster.sensors.parents import held_for_parents
 from fastfeast_dagster.sources.completeness import is_complete
 from fastfeast_dagster.sources.listing import FoundFile, list_partition_files
@@ -232,7 +237,12 @@ def build_folder_sensor(
             # An S3 data root has no change times to keep a watermark on (`sensors/objects.py`);
             # it is listed within the lookback window only, and an object is whole once listed.
             objects = ObjectCursor.loads(context.cursor)
-            held = _held(kind, contract, context.instance, root, partitions, now)
+            # Only partitions with new objects, as for local files (below): the hold check
+            # costs a listing and queries per day, for hours this tick could not take anyway.
+            changed = {
+                key: partitions[key] for key in changed_object_partitions(partitions, objects)
+            }
+            held = _held(kind, contract, context.instance, root, changed, now)
             result: Scan | ObjectScan = scan_objects(
                 partitions,
                 objects,

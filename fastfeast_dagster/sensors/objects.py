@@ -69,8 +69,7 @@ def scan_objects(
     pending = 0
     for key in sorted(partitions):
         files = partitions[key]
-        taken = cursor.taken.get(key, {})
-        new = [f for f in files if taken.get(f.path.name) != f.version]
+        new = _new_objects(files, cursor.taken.get(key, {}))
         # A partition dated beyond the last one waits for its date, as locally, uncounted.
         if not new or (last_partition_key is not None and key > last_partition_key):
             continue
@@ -90,3 +89,16 @@ def scan_objects(
             f.path.name: f.version or "" for f in partition.files
         }
     return ObjectScan(ready, ObjectCursor(taken, pending))
+
+
+def changed_object_partitions(
+    partitions: dict[str, list[FoundFile]], cursor: ObjectCursor
+) -> set[str]:
+    """The partitions with an object `scan_objects` may take: one not taken at its ETag. Pure."""
+    return {
+        key for key, files in partitions.items() if _new_objects(files, cursor.taken.get(key, {}))
+    }
+
+
+def _new_objects(files: list[FoundFile], taken: dict[str, str]) -> list[FoundFile]:
+    return [f for f in files if taken.get(f.path.name) != f.version]

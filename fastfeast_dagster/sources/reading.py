@@ -153,7 +153,18 @@ def _read_bytes(path: Path | ObjectPath, data_root: Path) -> tuple[bytes, int]:
     of an S3 object at the version its run was requested for (`sources/storage.py`), and their
     modification time in ns."""
     if isinstance(path, ObjectPath):
-        blob = path.read()
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        # S3's error code, or botocore's error class, and no more: their messages can quote the
+        # request (its endpoint, its signed headers).
+        try:
+            blob = path.read()
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "unknown error")
+            raise _Unreadable("unreadable", f"the object cannot be read: {code}") from None
+        except BotoCoreError as error:
+            problem = type(error).__name__
+            raise _Unreadable("unreadable", f"the object cannot be read: {problem}") from None
         return blob.data, blob.modified_ns
     try:
         info = os.lstat(path)
@@ -201,13 +212,16 @@ def _kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "a special file")
 
 
-def _unread_file(path: Path, relative: str) -> SourceFile:
+def _unread_file(path: Path | ObjectPath, relative: str) -> SourceFile:
     """A file that was not read: its own metadata, and the md5 of the nothing that was read."""
-    try:
-        info = os.lstat(path)
-        size, mtime_ns = (info.st_size, info.st_mtime_ns)
-    except OSError:
-        size, mtime_ns = 0, 0
+    size, mtime_ns = 0, 0
+    # An object that could not be read has no metadata to ask for either.
+    if not isinstance(path, ObjectPath):
+        try:
+            info = os.lstat(path)
+            size, mtime_ns = (info.st_size, info.st_mtime_ns)
+        except OSError:
+            pass
     return SourceFile(path, relative, size, mtime_ns, _EMPTY_MD5)
 
 

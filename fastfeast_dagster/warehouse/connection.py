@@ -90,6 +90,8 @@ def redact(url: str) -> str:
 # SQLSTATE classes and codes of a server that is gone: connection exceptions (08), and the
 # server shutting down or not yet accepting connections (57P01-57P03).
 _GONE_STATES = ("08", "57P01", "57P02", "57P03")
+# dagster-postgres's error once its connection retries are spent ("too many retries for DB …").
+_RETRIES_SPENT = "DagsterPostgresException"
 
 
 def is_unreachable(error: BaseException) -> bool:
@@ -102,14 +104,39 @@ def is_unreachable(error: BaseException) -> bool:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, psycopg.OperationalError | psycopg2.OperationalError):
-            state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
-            if state is None or state.startswith(_GONE_STATES):
-                return True
-        if type(current).__name__ == "DagsterPostgresException":  # "too many retries for DB …"
+        if isinstance(current, psycopg.OperationalError | psycopg2.OperationalError) and _gone(
+            getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        ):
+            return True
+        if type(current).__name__ == _RETRIES_SPENT:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def is_unreachable_class(qualified_name: str) -> bool:
+    """`is_unreachable` for an error known only by its module-qualified class name, as a traceback
+    names it (a failed run's recorded error, which keeps no SQLSTATE): psycopg's class of that
+    name knows its SQLSTATE, and psycopg2's classes have the same names."""
+    module, _, name = qualified_name.rpartition(".")
+    if name == _RETRIES_SPENT:
+        return True
+    # SQLAlchemy's OperationalError wraps every driver OperationalError, a lost server or not:
+    # the driver's error it was raised from decides.
+    if module.partition(".")[0] not in ("psycopg", "psycopg2"):
+        return False
+    error = getattr(psycopg.errors, name, None)
+    return (
+        isinstance(error, type)
+        and issubclass(error, psycopg.OperationalError)
+        and _gone(error.sqlstate)
+    )
+
+
+def _gone(state: str | None) -> bool:
+    """An OperationalError without a SQLSTATE is one libpq raised: the connection failed or was
+    lost. With one, only the gone server's states."""
+    return state is None or state.startswith(_GONE_STATES)
 
 
 def unreachable_message(url: str) -> str:
