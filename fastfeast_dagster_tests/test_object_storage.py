@@ -21,7 +21,12 @@ from fastfeast_dagster.sensors.objects import ObjectCursor, scan_objects
 from fastfeast_dagster.sources.listing import FoundFile, list_partition_files
 from fastfeast_dagster.sources.objects import window
 from fastfeast_dagster.sources.reading import read_source_file
-from fastfeast_dagster.sources.storage import ObjectChanged, ObjectPath, ObjectRoot
+from fastfeast_dagster.sources.storage import (
+    ObjectChanged,
+    ObjectPath,
+    ObjectRoot,
+    StoreUnavailable,
+)
 from fastfeast_dagster.synthetic import generate
 from fastfeast_dagster.warehouse.embedded import EmbeddedPostgres
 from fastfeast_dagster_tests.commands import free_port
@@ -229,18 +234,18 @@ def test_an_object_gone_before_its_run_reads_it_is_a_rejected_file(bucket: str) 
     assert (result.file.relative_path, result.file.size) == ("master/cities.csv", 0)
 
 
-def test_an_object_store_that_cannot_be_reached_is_a_rejected_file_without_its_address(
+def test_an_object_store_that_cannot_be_reached_fails_the_run_without_its_address(
     bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
+    """Not a verdict on the file: the run fails, and the retry of failed runs reads it again."""
+    port = free_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     root = ObjectRoot(bucket, "p")
-    result = read_source_file(root / "master/cities.csv", "csv", root)  # type: ignore[arg-type]
-    assert result.rejection is not None
-    assert (result.rejection.rule, result.rejection.message) == (
-        "unreadable",
-        "the object cannot be read: EndpointConnectionError",
-    )
+    with pytest.raises(StoreUnavailable) as failure:
+        read_source_file(root / "master/cities.csv", "csv", root)  # type: ignore[arg-type]
+    assert str(failure.value).endswith(": EndpointConnectionError")
+    assert str(port) not in str(failure.value)
 
 
 def test_listing_pages_past_1000_keys(contract: Contract, bucket: str) -> None:

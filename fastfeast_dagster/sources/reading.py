@@ -153,18 +153,15 @@ def _read_bytes(path: Path | ObjectPath, data_root: Path) -> tuple[bytes, int]:
     of an S3 object at the version its run was requested for (`sources/storage.py`), and their
     modification time in ns."""
     if isinstance(path, ObjectPath):
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import ClientError
 
-        # S3's error code, or botocore's error class, and no more: their messages can quote the
-        # request (its endpoint, its signed headers).
+        # S3's error code and no more: its message can quote the request. A store that cannot
+        # serve now is no verdict on the file (`StoreUnavailable` fails the run instead).
         try:
             blob = path.read()
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "unknown error")
             raise _Unreadable("unreadable", f"the object cannot be read: {code}") from None
-        except BotoCoreError as error:
-            problem = type(error).__name__
-            raise _Unreadable("unreadable", f"the object cannot be read: {problem}") from None
         return blob.data, blob.modified_ns
     try:
         info = os.lstat(path)

@@ -30,6 +30,18 @@ class ObjectChanged(RuntimeError):
     """The object is no longer the version the run was requested for."""
 
 
+class StoreUnavailable(RuntimeError):
+    """The object store did not answer, or answered that it cannot serve now: the run fails, and
+    the retry of failed runs (`sensors/retries.py`) reads the object again after its backoff. A
+    file rejection would spend the run and leave the object unloaded until it changes."""
+
+
+# S3's answers that say "not now" rather than "not this object".
+_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
+)
+
+
 @dataclass(frozen=True)
 class Blob:
     data: bytes
@@ -120,22 +132,32 @@ class ObjectPath:
         return True
 
     def read(self) -> Blob:
-        from botocore.exceptions import ClientError
+        """The object's bytes; a `ClientError` that is about this object (gone, refused) is left
+        to the reader, which makes it the file's verdict."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
         etag = self.root.pins.get(self.relative)
         try:
             response = self.root.client.get_object(
                 Bucket=self.root.bucket, Key=self.key, **({"IfMatch": etag} if etag else {})
             )
+            data = response["Body"].read()
         except ClientError as error:
-            if error.response["Error"]["Code"] in ("412", "PreconditionFailed"):
+            code = error.response.get("Error", {}).get("Code", "")
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in ("412", "PreconditionFailed"):
                 raise ObjectChanged(
                     f"{self} changed since its sensor saw ETag {etag}; the new version is "
                     "requested as a run of its own"
                 ) from None
+            if code in _TRANSIENT_CODES or status >= 500:
+                raise StoreUnavailable(f"{self}: the object store answered {code}") from None
             raise
+        except BotoCoreError as error:
+            # botocore's class names the problem; its message would quote the request.
+            raise StoreUnavailable(f"{self}: {type(error).__name__}") from None
         modified = response["LastModified"].timestamp()
-        return Blob(response["Body"].read(), int(modified * 1e9))
+        return Blob(data, int(modified * 1e9))
 
 
 DataRoot = Path | ObjectRoot
