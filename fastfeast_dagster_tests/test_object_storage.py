@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.ingest import ingest
 from fastfeast_dagster.sensors.folders import build_folder_sensor
 from fastfeast_dagster.sensors.objects import ObjectCursor, scan_objects
+from fastfeast_dagster.sources import reading
 from fastfeast_dagster.sources.listing import FoundFile, list_partition_files
 from fastfeast_dagster.sources.objects import window
 from fastfeast_dagster.sources.reading import read_source_file
@@ -326,3 +328,28 @@ def test_the_listing_window_follows_the_newest_date_not_a_typo_in_the_future() -
         "2026-03-02",
         "2099-01-01",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("cities.json", '[{"city_id": 1, "city_name": "Café"}, {"city_id": 2}]'.encode()),
+        ("cities.csv", b"city_id,city_name\n1,Caf\xc3\xa9\n2,Caf\xe9\n"),
+    ],
+)
+def test_an_object_is_read_in_the_same_blocks_as_a_file(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, content: bytes
+) -> None:
+    """One reading path: the same verdict, frame and md5 from a bucket as from a folder."""
+    monkeypatch.setattr(reading, "_BLOCK_BYTES", 3)
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"p/master/{name}", Body=content)
+    (tmp_path / name).write_bytes(content)
+    root = ObjectRoot(bucket, "p")
+    file_format = name.rsplit(".", 1)[1]
+    from_object = read_source_file(root / f"master/{name}", file_format, root)  # type: ignore[arg-type]
+    from_file = read_source_file(tmp_path / name, file_format, tmp_path)
+    assert from_object.file.md5 == from_file.file.md5 == hashlib.md5(content).hexdigest()
+    assert from_object.file.size == from_file.file.size == len(content)
+    assert from_object.rejection == from_file.rejection
+    if from_file.frame is not None:
+        assert from_object.frame.equals(from_file.frame)

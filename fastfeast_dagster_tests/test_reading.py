@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -397,3 +398,133 @@ def test_a_headerless_csv_is_refused_without_quoting_its_first_row(tmp_path: Pat
     # Both lines are rows of the rejected file, under names that are not their values.
     assert len(result.frame) == 2
     assert list(result.frame.columns) == [ROW_COLUMN, *(f"column_{n}" for n in range(1, 11))]
+
+
+TEAMS = "team_id,team_name\n"
+LATE = f"{TEAMS}1,A\n2,Bee\n3,C".encode()  # what comes before the bad byte
+BAD_LATE = LATE + b"\xe9\n"
+NUL_LATE = LATE + b"\x00\n"
+BLOCK_VERDICTS = [
+    # (case, content, rule, message): the verdict on the whole file, at every block size
+    (
+        "characters split across blocks",
+        f"{TEAMS}1,Café\n2,€ 😀\n".encode(),
+        None,
+        None,
+    ),
+    ("a BOM split across blocks", b"\xef\xbb\xbf" + TEAMS.encode() + b"1,A\n", None, None),
+    (
+        "a bad byte in a later block",
+        BAD_LATE,
+        "not_utf8",
+        f"not UTF-8 text: invalid continuation byte at byte offset {len(LATE)}",
+    ),
+    (
+        "a NUL in a later block",
+        NUL_LATE,
+        "binary",
+        f"binary content: NUL byte at offset {len(LATE)}",
+    ),
+    (
+        "a bad byte after a NUL: not UTF-8, as the whole file",
+        NUL_LATE + b"4,\xff\n",
+        "not_utf8",
+        f"not UTF-8 text: invalid start byte at byte offset {len(NUL_LATE) + 2}",
+    ),
+    (
+        "a character cut off by the end of the file",
+        f"{TEAMS}1,€".encode()[:-1],
+        "not_utf8",
+        f"not UTF-8 text: unexpected end of data at byte offset {len(TEAMS) + 2}",
+    ),
+    ("blank over several blocks", b" \n\t\r\n" * 3, "empty_file", "the file is empty"),
+]
+
+
+@pytest.mark.parametrize("block_bytes", [1, 2, 3, 5, 1 << 24])
+@pytest.mark.parametrize(
+    ("case", "content", "rule", "message"), BLOCK_VERDICTS, ids=[c[0] for c in BLOCK_VERDICTS]
+)
+def test_verdicts_and_md5_do_not_depend_on_where_blocks_end(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    block_bytes: int,
+    case: str,
+    content: bytes,
+    rule: str | None,
+    message: str | None,
+) -> None:
+    """Bytes are read, hashed and decoded a block at a time; offsets are of the whole file."""
+    monkeypatch.setattr(reading, "_BLOCK_BYTES", block_bytes)
+    result = _read(tmp_path, "teams.csv", content)
+    assert (result.file.md5, result.file.size) == (hashlib.md5(content).hexdigest(), len(content))
+    if rule is None:
+        assert result.rejection is None, case
+        text = content.decode().removeprefix("\ufeff")
+        assert result.frame["team_name"].tolist() == [
+            line.split(",")[1] for line in text.splitlines()[1:]
+        ]
+    else:
+        assert result.rejection == reading.FileRejection(rule, message), case
+        assert result.frame is None  # bytes that are no text have no rows
+
+
+@pytest.mark.parametrize("block_bytes", [1, 2, 3, 7])
+def test_json_slices_are_cut_at_element_ends_across_blocks_without_the_slow_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_bytes: int
+) -> None:
+    """A `}` at the end of one block and its `,` (after blank) in a later one still end a slice."""
+    monkeypatch.setattr(reading, "_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(reading, "_SLICE_CHARS", 1)
+    monkeypatch.setattr(reading, "_decoded_records", None)  # the fast path must not give up
+    content = '\ufeff [ {"a": 1}  ,{"a": "x}"}\n \t,\r\n{"a": "é"} , {"a": "\\u0000"} ]\n'.encode()
+    result = _read(tmp_path, "o.json", content)
+    assert result.rejection is None
+    assert result.frame["a"].tolist() == ["1", "x}", "é", "\ufffd"]
+    assert result.damage["rule"].tolist() == ["nul_character"]
+    assert result.file.md5 == hashlib.md5(content).hexdigest()
+
+
+@pytest.mark.parametrize("slice_chars", [1, 1 << 24])
+def test_a_comma_before_the_closing_bracket_is_malformed_wherever_slices_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slice_chars: int
+) -> None:
+    monkeypatch.setattr(reading, "_SLICE_CHARS", slice_chars)
+    result = _read(tmp_path, "o.json", b'[{"a": 1}, {"a": 2}, ]')
+    assert result.rejection is not None
+    assert result.rejection.rule == "malformed_json"
+    assert len(result.frame) == 2  # the records before the problem are counted
+
+
+def _rewrite_in_place(path: Path) -> None:
+    """Another value of the same length, and the mtime put back: only the md5 can tell."""
+    before = path.stat()
+    with path.open("r+b") as file:
+        file.seek(3)
+        file.write(b"b")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def _append(path: Path) -> None:
+    with path.open("ab") as file:
+        file.write(b"\n")
+
+
+@pytest.mark.parametrize("change", [_rewrite_in_place, _append])
+def test_a_file_that_changes_before_the_slow_path_reads_it_again_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Callable[[Path], None]
+) -> None:
+    """The second read must find the bytes the first one hashed, in the file as it was opened."""
+    monkeypatch.setattr(reading, "_BLOCK_BYTES", 4)
+    monkeypatch.setattr(reading, "_SLICE_CHARS", 1)  # a cut inside the string: the slow path
+    path = tmp_path / "o.json"
+    path.write_bytes(b'[{"a": "}, {"}, {"a": 2}]')
+    whole = reading._checked_whole
+
+    def changed_first(reads: reading._Reads) -> memoryview:
+        change(path)
+        return whole(reads)
+
+    monkeypatch.setattr(reading, "_checked_whole", changed_first)
+    with pytest.raises(reading.FileChanged, match=r"o\.json changed while it was read"):
+        read_source_file(path, "json", tmp_path)

@@ -12,10 +12,19 @@ store it. Every file ends with a verdict, never an exception without context:
   decode) costs that row only: it is a `damage` line, and the other rows go on.
 Only regular files are opened (a FIFO would block the run for good, a device would never end),
 and only as many bytes as the file held when it was opened.
+
+A file is read once, in blocks (`_BLOCK_BYTES`), and its md5, size, UTF-8 and NUL verdicts are
+of exactly those bytes. JSON is parsed from that stream a slice at a time, so neither the bytes
+nor the text of the whole file is ever held; CSV holds the bytes (once) for Arrow. What the JSON
+fast path cannot vouch for (odd input, which is rare) is read again whole and decoded element by
+element; that second read must find the bytes the first one hashed, and the file's size and
+mtime as they were at open, or the file changed while being read: `FileChanged` fails the run
+(its retry reads the file again), as `ObjectChanged` does for an S3 object.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -26,10 +35,12 @@ import operator
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -48,6 +59,12 @@ MISALIGNED = "field_count"
 # A JSON key the contract does not know, where the source's drift policy does not rescue it.
 EXTRA_KEY = "extra_key"
 _EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+# How much of a file is read, hashed and decoded at a time.
+_BLOCK_BYTES = 1 << 24
+
+
+class FileChanged(RuntimeError):
+    """The file's bytes changed between two reads of one run: no verdict on them would hold."""
 
 
 def _no_damage() -> pd.DataFrame:
@@ -69,7 +86,7 @@ class ReadResult:
 def read_source_file(
     path: Path, file_format: str, data_root: Path, columns: ColumnMatch | None = None
 ) -> ReadResult:
-    """Read one CSV or JSON-array file; bytes are read once so the md5 matches what was parsed.
+    """Read one CSV or JSON-array file; the md5 is of exactly the bytes that were parsed.
 
     With `columns`, the file's names are brought to the contract's spelling, and a JSON key the
     contract does not know costs the records that carry it unless the source rescues unknown
@@ -79,31 +96,18 @@ def read_source_file(
         path.relative_to(data_root).as_posix() if path.is_relative_to(data_root) else str(path)
     )
     try:
-        data, modified_ns = _read_bytes(path, data_root)
+        content = _open(path, data_root)
     except _Unreadable as problem:
         return ReadResult(_unread_file(path, relative), None, problem.rejection)
-    size = len(data)
-    # hashlib releases the GIL on large inputs: the md5 runs on the other core while parsing.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        md5 = pool.submit(hashlib.md5, data)  # holds its own reference to the bytes
+    with closing(content), ThreadPoolExecutor(max_workers=1) as pool:
+        reads = _Reads(content, pool, relative)
         rejection = None
         try:
-            # isspace, unlike strip, does not copy a large file to find that it is not blank.
-            if not data or data.isspace():
-                raise _Unreadable("empty_file", "the file is empty")
-            text = text_check(data)
-            if file_format == "csv":
-                parsed = _read_csv(data, text, columns)
-            elif file_format == "json":
-                # The text alone is what JSON parsing needs: let the bytes go (once hashed).
-                del data
-                parsed = _read_json(text, columns)
-            else:
-                raise _Unreadable("unsupported_format", f"unsupported file format {file_format!r}")
+            parsed: _Parsed | None = _parse(reads, file_format, columns)
         except _Unreadable as problem:
             rejection = problem.rejection
             parsed = problem.seen
-        source = SourceFile(path, relative, size, modified_ns, md5.result().hexdigest())
+        source = SourceFile(path, relative, reads.size, content.modified_ns, reads.hexdigest())
     if parsed is None:
         return ReadResult(source, None, rejection)
     frame = parsed.frame
@@ -112,6 +116,16 @@ def read_source_file(
         return ReadResult(source, frame, rejection)
     damage = parsed.damage_frame()
     return ReadResult(source, frame, None, damage, parsed.readable(frame, damage))
+
+
+def _parse(reads: _Reads, file_format: str, columns: ColumnMatch | None) -> _Parsed:
+    if file_format == "csv":
+        return _read_csv(_checked_whole(reads), columns)
+    if file_format == "json":
+        return _read_json(reads, columns)
+    # The verdicts on the bytes come first, as for any file.
+    _drain(_text(reads.blocks()))
+    raise _Unreadable("unsupported_format", f"unsupported file format {file_format!r}")
 
 
 @dataclass
@@ -148,10 +162,148 @@ class _Unreadable(Exception):
         self.seen = seen  # the rows read before the problem, when there are any
 
 
-def _read_bytes(path: Path | ObjectPath, data_root: Path) -> tuple[bytes, int]:
-    """The bytes of a regular file (followed through a symlink that stays in the data root), or
-    of an S3 object at the version its run was requested for (`sources/storage.py`), and their
-    modification time in ns."""
+class _BadBytes(_Unreadable):
+    """A verdict on the file's bytes (cannot be read, not UTF-8, binary, blank). JSON may find it
+    after parsing some records; they are not rows of the file, which is no text at all."""
+
+
+class _Content(Protocol):
+    """What one file held when it was opened."""
+
+    modified_ns: int
+
+    def blocks(self) -> Iterator[memoryview]: ...
+
+    def whole(self) -> memoryview: ...
+
+    def changed(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _LocalFile:
+    """An open regular file; never more than the `size` bytes it held when opened are read
+    (bytes appended meanwhile are the next version's)."""
+
+    fd: int
+    size: int
+    modified_ns: int
+
+    def blocks(self) -> Iterator[memoryview]:
+        # A fresh buffer per block: the md5 thread may still be hashing the previous one.
+        offset = 0
+        while offset < self.size:
+            block = memoryview(bytearray(min(_BLOCK_BYTES, self.size - offset)))
+            count = self._fill(block, offset)
+            if count:
+                yield block[:count]
+            if count < len(block):  # the file is shorter than when it was opened
+                return
+            offset += count
+
+    def whole(self) -> memoryview:
+        data = memoryview(bytearray(self.size))
+        return data[: self._fill(data, 0)]
+
+    def changed(self) -> bool:
+        info = os.fstat(self.fd)
+        return (info.st_size, info.st_mtime_ns) != (self.size, self.modified_ns)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def _fill(self, view: memoryview, offset: int) -> int:
+        """Read into all of `view` from `offset`, unless the file ends first; the count read."""
+        done = 0
+        try:
+            while done < len(view):
+                count = os.preadv(self.fd, [view[done:]], offset + done)
+                if not count:
+                    break
+                done += count
+        except OSError as error:
+            raise _BadBytes("unreadable", f"the file cannot be read: {error.strerror}") from None
+        return done
+
+
+@dataclass
+class _Object:
+    """An S3 object, whole in memory (`ObjectPath.read`): read in the same blocks as a file."""
+
+    data: bytes
+    modified_ns: int
+
+    def blocks(self) -> Iterator[memoryview]:
+        return _slices(memoryview(self.data))
+
+    def whole(self) -> memoryview:
+        return memoryview(self.data)
+
+    def changed(self) -> bool:
+        return False  # a second read is of the same bytes in memory
+
+    def close(self) -> None:
+        pass
+
+
+def _slices(data: memoryview) -> Iterator[memoryview]:
+    return (data[start : start + _BLOCK_BYTES] for start in range(0, len(data), _BLOCK_BYTES))
+
+
+class _Reads:
+    """A file's bytes as handed out, with the size and md5 of exactly those bytes.
+
+    hashlib releases the GIL on large inputs: the md5 runs on the other core while the caller
+    decodes and parses. A whole read after blocks (the JSON fallback) hashes anew, once it has
+    found the bytes the blocks had and the file as it was at open.
+    """
+
+    def __init__(self, content: _Content, pool: ThreadPoolExecutor, name: str) -> None:
+        self._content = content
+        self._pool = pool
+        self._name = name
+        self._md5 = hashlib.md5()
+        self._hashing: Future[None] | None = None
+        self._streamed = False
+        self.size = 0
+
+    def blocks(self) -> Iterator[memoryview]:
+        self._streamed = True
+        for block in self._content.blocks():
+            yield self._hash(block)
+
+    def whole(self) -> memoryview:
+        data = self._content.whole()
+        if self._streamed:
+            seen = self._digest()
+            if self._content.changed() or hashlib.md5(data[: self.size]).digest() != seen:
+                raise FileChanged(
+                    f"{self._name} changed while it was read; its new version is read again"
+                    " by the retry of this run"
+                )
+            self._md5, self.size = hashlib.md5(), 0
+        return self._hash(data)
+
+    def hexdigest(self) -> str:
+        self._digest()
+        return self._md5.hexdigest()
+
+    def _hash(self, data: memoryview) -> memoryview:
+        # One worker: the updates run in the order the bytes were read.
+        self._hashing = self._pool.submit(self._md5.update, data)
+        self.size += len(data)
+        return data
+
+    def _digest(self) -> bytes:
+        if self._hashing is not None:
+            self._hashing.result()
+        return self._md5.digest()
+
+
+def _open(path: Path | ObjectPath, data_root: Path) -> _Content:
+    """A regular file (followed through a symlink that stays in the data root), opened, or an S3
+    object at the version its run was requested for (`sources/storage.py`)."""
     if isinstance(path, ObjectPath):
         from botocore.exceptions import ClientError
 
@@ -162,25 +314,27 @@ def _read_bytes(path: Path | ObjectPath, data_root: Path) -> tuple[bytes, int]:
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "unknown error")
             raise _Unreadable("unreadable", f"the object cannot be read: {code}") from None
-        return blob.data, blob.modified_ns
+        return _Object(blob.data, blob.modified_ns)
     try:
         info = os.lstat(path)
         target = _link_target(path, data_root) if stat.S_ISLNK(info.st_mode) else path
-        info = os.stat(target)
-        if not stat.S_ISREG(info.st_mode):
-            raise _Unreadable("not_a_regular_file", f"{_kind(info.st_mode)}, not a regular file")
+        _regular(os.stat(target))
         # Non-blocking: a file swapped for a FIFO since the stat does not wait for a writer.
         fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as file:
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise _Unreadable(
-                    "not_a_regular_file", f"{_kind(info.st_mode)}, not a regular file"
-                )
-            # What the file held when opened: bytes appended meanwhile are the next version's.
-            return file.read(info.st_size), info.st_mtime_ns
+        try:
+            info = _regular(os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
     except OSError as error:
         raise _Unreadable("unreadable", f"the file cannot be read: {error.strerror}") from None
+    return _LocalFile(fd, info.st_size, info.st_mtime_ns)
+
+
+def _regular(info: os.stat_result) -> os.stat_result:
+    if not stat.S_ISREG(info.st_mode):
+        raise _Unreadable("not_a_regular_file", f"{_kind(info.st_mode)}, not a regular file")
+    return info
 
 
 def _link_target(path: Path, data_root: Path) -> Path:
@@ -222,23 +376,81 @@ def _unread_file(path: Path | ObjectPath, relative: str) -> SourceFile:
     return SourceFile(path, relative, size, mtime_ns, _EMPTY_MD5)
 
 
-def text_check(data: bytes) -> str:
-    """The bytes as text, without a leading UTF-8 BOM; refuses what is not UTF-8, naming the
-    offset of the first bad byte."""
+# bytes.isspace's whitespace: a file of nothing else is empty.
+_BLANK = re.compile(rb"[ \t\n\r\x0b\x0c]*")
+
+
+def _text(blocks: Iterator[memoryview]) -> Iterator[str]:
+    """The text of the blocks as they come, without a leading UTF-8 BOM.
+
+    Refuses what is blank, is not UTF-8 (naming the offset of the first bad byte) or holds a NUL
+    byte, with the verdict the whole file would get: a bad byte anywhere outranks an earlier NUL.
+    So after a problem no more text is handed out, but every block is still read: the md5 and
+    size stay the file's.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    fed = 0
+    nul = -1
+    blank = True
+    leading = True
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise _Unreadable(
-            "not_utf8", f"not UTF-8 text: {error.reason} at byte offset {error.start}"
-        ) from None
-    nul = data.find(b"\x00")
+        for block in blocks:
+            blank = blank and _BLANK.fullmatch(block) is not None
+            text, start = _utf8(decoder, block, fed)
+            fed += len(block)
+            if nul < 0 and (at := text.find("\x00")) >= 0:
+                nul = start + len(text[:at].encode())
+            if nul < 0 and text:
+                yield text.removeprefix("\ufeff") if leading else text
+                leading = False
+        _utf8(decoder, b"", fed, final=True)  # a sequence cut off by the end of the file
+    except _BadBytes:
+        _drain(blocks)
+        raise
+    if blank:
+        raise _BadBytes("empty_file", "the file is empty")
     if nul >= 0:
-        raise _Unreadable("binary", f"binary content: NUL byte at offset {nul}")
-    return text.removeprefix("\ufeff")
+        raise _BadBytes("binary", f"binary content: NUL byte at offset {nul}")
 
 
-def _read_csv(data: bytes, text: str, columns: ColumnMatch | None) -> _Parsed:
-    first_line = text.split("\n", 1)[0].rstrip("\r")
+def _utf8(
+    decoder: codecs.IncrementalDecoder, data: memoryview | bytes, fed: int, final: bool = False
+) -> tuple[str, int]:
+    """`data` decoded after the bytes the decoder held back, and the file offset the text starts
+    at; `fed` counts the bytes given to the decoder before."""
+    start = fed - len(decoder.getstate()[0])
+    try:
+        return decoder.decode(data, final), start
+    except UnicodeDecodeError as error:
+        raise _BadBytes(
+            "not_utf8", f"not UTF-8 text: {error.reason} at byte offset {start + error.start}"
+        ) from None
+
+
+def _drain(items: Iterable[object]) -> None:
+    for _ in items:
+        pass
+
+
+def _checked_whole(reads: _Reads) -> memoryview:
+    """The whole file, once its bytes passed the text checks."""
+    data = reads.whole()
+    _drain(_text(_slices(data)))
+    return data
+
+
+def _decoded(data: memoryview | bytes) -> str:
+    """Checked bytes as text, without the BOM (skipped before decoding: no copy of the text)."""
+    bom = len(codecs.BOM_UTF8)
+    return str(data[bom:] if data[:bom] == codecs.BOM_UTF8 else data, "utf-8")
+
+
+# The header line, as bytes: the rest of the file is not decoded unless a row needs reading alone.
+_FIRST_LINE = re.compile(rb"[^\n]*")
+
+
+def _read_csv(data: memoryview, columns: ColumnMatch | None) -> _Parsed:
+    first_line = _decoded(_FIRST_LINE.match(data).group()).rstrip("\r")  # type: ignore[union-attr]
     header = next(csv.reader([first_line]), [])
     if not any(name.strip() for name in header):
         raise _Unreadable("empty_file", "the CSV file has no header row")
@@ -250,7 +462,7 @@ def _read_csv(data: bytes, text: str, columns: ColumnMatch | None) -> _Parsed:
             "header_not_names",
             f"the first line does not name the columns: {others} of its {len(header)} fields"
             " are not column names (is the header row missing?)",
-            seen=_csv_rows(text, _positional(len(header)), has_header=False),
+            seen=_csv_rows(_decoded(data), _positional(len(header)), has_header=False),
         )
     names = [columns.canonical(name) if columns else name for name in header]
     repeated = next((name for index, name in enumerate(names) if name in names[:index]), None)
@@ -258,7 +470,7 @@ def _read_csv(data: bytes, text: str, columns: ColumnMatch | None) -> _Parsed:
         raise _Unreadable(
             "duplicate_columns",
             f"the header repeats column {repeated!r}",
-            seen=_csv_rows(text, _positional(len(names))),
+            seen=_csv_rows(_decoded(data), _positional(len(names))),
         )
     try:
         table = pa_csv.read_csv(
@@ -275,7 +487,7 @@ def _read_csv(data: bytes, text: str, columns: ColumnMatch | None) -> _Parsed:
     except pa.ArrowInvalid:
         # A row without the header's number of fields (short, long, cut off at the end): read
         # record by record instead, so that it costs that row and the others load.
-        return _csv_rows(text, names)
+        return _csv_rows(_decoded(data), names)
     return _Parsed(table.to_pandas(types_mapper=lambda _: TEXT_DTYPE))
 
 
@@ -329,7 +541,8 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 # A damage finding while decoding: (row in the chunk, rule, the key at fault as the file spells it).
 _Finding = tuple[int, str, str | None]
-_Chunks = Iterator[tuple[list[dict[str, object]], list[_Finding]]]
+_Chunk = tuple[list[dict[str, object]], list[_Finding]]
+_Chunks = Iterator[_Chunk]
 # Escapes that decode to what PostgreSQL text cannot hold (NUL) or to no character at all (a
 # UTF-16 surrogate; a valid pair decodes to one character and is caught here only to be cleared).
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
@@ -343,20 +556,19 @@ _REASONS = {
 }
 
 
-def _read_json(text: str, columns: ColumnMatch | None) -> _Parsed:
+def _read_json(reads: _Reads, columns: ColumnMatch | None) -> _Parsed:
     """A JSON array of objects, parsed into Arrow string columns a slice of records at a time.
 
     Holding a million parsed dicts at once costs gigabytes; converting every slice into Arrow
-    arrays keeps the peak near the size of the text. Python's decoder accepts the non-standard
-    `NaN` literal that pandas-written files carry.
+    arrays, as the file's blocks arrive, keeps the peak near the size of the frame. Python's
+    decoder accepts the non-standard `NaN` literal that pandas-written files carry.
     """
-    suspect = _SUSPECT_ESCAPE.search(text) is not None
     try:
         try:
-            frame, findings = _json_frame(_sliced_records(text), suspect)
+            frame, findings = _json_frame(_sliced_records(_text(reads.blocks())))
         except _NotPlain:
-            # Parsed again element by element, which names whatever is wrong with the file.
-            frame, findings = _json_frame(_decoded_records(text), suspect)
+            # Read again whole and parsed element by element, which names whatever is wrong.
+            frame, findings = _json_frame(_decoded_records(_decoded(_checked_whole(reads))))
     except _Unreadable as problem:
         if problem.seen is not None:
             problem.seen = _match_keys(problem.seen.frame, [], columns)
@@ -364,9 +576,7 @@ def _read_json(text: str, columns: ColumnMatch | None) -> _Parsed:
     return _match_keys(frame, findings, columns)
 
 
-def _json_frame(
-    chunks: _Chunks, suspect: bool
-) -> tuple[pd.DataFrame, list[tuple[int, str, str | None]]]:
+def _json_frame(chunks: _Chunks) -> tuple[pd.DataFrame, list[tuple[int, str, str | None]]]:
     """The records as a frame, and (row number, rule, key) for each damage found in them."""
     columns: dict[str, list[pa.Array]] = {}
     findings: list[tuple[int, str, str | None]] = []
@@ -374,10 +584,10 @@ def _json_frame(
     try:
         for chunk, found in chunks:
             findings += [(done + index + 1, rule, key) for index, rule, key in found]
-            if suspect:
-                findings += [(done + index + 1, rule, key) for index, rule, key in _clear(chunk)]
             _add_chunk(columns, chunk, done)
             done += len(chunk)
+    except _BadBytes:
+        raise
     except _Unreadable as problem:
         if done:
             problem.seen = _Parsed(_columns_frame(columns, done))
@@ -392,6 +602,12 @@ def _columns_frame(columns: dict[str, list[pa.Array]], rows: int) -> pd.DataFram
     frame = table.to_pandas(types_mapper=lambda _: TEXT_DTYPE)
     frame.index = pd.RangeIndex(rows)
     return frame
+
+
+def _cleared(chunk: list[dict[str, object]], found: list[_Finding], suspect: bool) -> _Chunk:
+    """The chunk and its findings; where its text has escapes (`suspect`) that may decode to what
+    no text column can hold, that is replaced, and found."""
+    return chunk, [*found, *_clear(chunk)] if suspect else found
 
 
 def _clear(chunk: list[dict[str, object]]) -> list[_Finding]:
@@ -472,41 +688,80 @@ _SLICE_CHARS = 1 << 24
 _ELEMENT_END = re.compile(r"\}[ \t\n\r]*,")
 
 
-def _sliced_records(text: str) -> _Chunks:
-    """Records of a plain array of objects, `json.loads`-ed ~16 MB of text at a time.
+def _sliced_records(pieces: Iterator[str]) -> _Chunks:
+    """Records of a plain array of objects, `json.loads`-ed ~16 MB of text at a time, as the
+    text arrives: only the slice being cut and the piece after it are held.
 
     Decoding element by element in a Python loop cost as much as the decoding itself. A slice
     ends at a `},` candidate; if that lies inside a string or a nested value, the slice is not
     valid JSON (its brackets or quotes are left open) and the whole file takes the slow path, as
     it does for anything else this path cannot decode (an integer beyond Python's 4,300-digit
-    limit, nesting deeper than its recursion limit).
+    limit, nesting deeper than its recursion limit, a comma before the closing `]`).
     """
-    first = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
-    last = len(text.rstrip()) - 1
-    if not (text.startswith("[", first) and last > first and text[last] == "]"):
-        raise _NotPlain
+    text, position = _array_opening(pieces)
     repeated: dict[int, list[str]] = {}
     pairs = _pairs_hook(repeated)
-    position = _WHITESPACE.match(text, first + 1).end()  # type: ignore[union-attr]
-    while position < last:
-        boundary = _ELEMENT_END.search(text, position + _SLICE_CHARS, last)
-        stop = boundary.start() + 1 if boundary else last
-        try:
-            records = json.loads(f"[{text[position:stop]}]", object_pairs_hook=pairs)
-        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
-            raise _NotPlain from None
-        if not all(type(record) is dict for record in records):
-            raise _NotPlain
-        found: list[_Finding] = []
-        if repeated:
-            found = [
-                (index, "duplicate_key", key)
-                for index, record in enumerate(records)
-                for key in repeated.get(id(record), ())
-            ]
-            repeated.clear()
-        yield records, found
-        position = boundary.end() if boundary else last
+    scan = position + _SLICE_CHARS  # where the `},` that ends this slice may start
+    for piece in pieces:
+        text, scan, position = text[position:] + piece, scan - position, 0
+        while boundary := _ELEMENT_END.search(text, scan):
+            yield _slice_records(text[position : boundary.start() + 1], pairs, repeated)
+            position = boundary.end()
+            scan = position + _SLICE_CHARS
+        scan = _resume(text, scan)
+    last = len(text.rstrip()) - 1
+    if last < position or text[last] != "]":
+        raise _NotPlain
+    if position < last:
+        yield _slice_records(text[position:last], pairs, repeated)
+
+
+def _array_opening(pieces: Iterator[str]) -> tuple[str, int]:
+    """The first piece that has more than the array's opening `[` and blank, and where its first
+    element starts; not an array, or nothing after its `[`, is for the slow path to tell."""
+    opened = False
+    for piece in pieces:
+        start = _WHITESPACE.match(piece).end()  # type: ignore[union-attr]
+        if start < len(piece) and not opened:
+            if piece[start] != "[":
+                raise _NotPlain
+            opened = True
+            start = _WHITESPACE.match(piece, start + 1).end()  # type: ignore[union-attr]
+        if start < len(piece):
+            return piece, start
+    raise _NotPlain
+
+
+def _resume(text: str, scan: int) -> int:
+    """Where to look for the next `},` once more text has come: at a `}` the text ends with
+    (blank aside), whose comma may be in the next piece; else past what was searched."""
+    if scan >= len(text):
+        return scan
+    brace = text.rfind("}", scan)
+    if brace >= 0 and _WHITESPACE.match(text, brace + 1).end() == len(text):  # type: ignore[union-attr]
+        return brace
+    return len(text)
+
+
+def _slice_records(
+    text: str, pairs: Callable[[list[tuple[str, object]]], dict], repeated: dict[int, list[str]]
+) -> _Chunk:
+    try:
+        records = json.loads(f"[{text}]", object_pairs_hook=pairs)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        raise _NotPlain from None
+    # No record: a comma before the `]` (a slice always follows the opening or a comma).
+    if not records or not all(type(record) is dict for record in records):
+        raise _NotPlain
+    found: list[_Finding] = []
+    if repeated:
+        found = [
+            (index, "duplicate_key", key)
+            for index, record in enumerate(records)
+            for key in repeated.get(id(record), ())
+        ]
+        repeated.clear()
+    return _cleared(records, found, _SUSPECT_ESCAPE.search(text) is not None)
 
 
 def _pairs_hook(repeated: dict[int, list[str]]) -> Callable[[list[tuple[str, object]]], dict]:
@@ -539,6 +794,7 @@ def _decoded_records(text: str) -> _Chunks:
     """
     repeated: dict[int, list[str]] = {}
     decoder = json.JSONDecoder(object_pairs_hook=_pairs_hook(repeated), parse_int=_int_or_text)
+    suspect = _SUSPECT_ESCAPE.search(text) is not None
     position = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
     if not text.startswith("[", position):
         value = _decode(decoder, text, position)[0]
@@ -575,7 +831,7 @@ def _decoded_records(text: str) -> _Chunks:
             repeated.clear()
             chunk.append(record)
             if len(chunk) == _JSON_CHUNK_ROWS:
-                yield chunk, found
+                yield _cleared(chunk, found, suspect)
                 done += len(chunk)
                 chunk, found = [], []
             position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
@@ -588,9 +844,9 @@ def _decoded_records(text: str) -> _Chunks:
             raise _Unreadable("malformed_json", "not valid JSON: extra data after the array")
     except _Unreadable as problem:
         # The records before the problem are rows the file showed: the rejection counts them.
-        yield chunk, []
+        yield _cleared(chunk, [], suspect)
         raise problem from None
-    yield chunk, found
+    yield _cleared(chunk, found, suspect)
 
 
 # A JSON string (escapes included) or a bracket: enough to find where a value ends.
