@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from common import (
     print_stages,
     print_table,
     raw_copy_seconds,
+    run_phase,
 )
 
 DAY = dt.date(2026, 3, 2)
@@ -130,13 +130,7 @@ def baseline(url: str, root: Path) -> float:
 
 
 def _phase(name: str, url: str, root: Path) -> dict[str, Any]:
-    output = subprocess.run(
-        [sys.executable, __file__, "--phase", name, "--url", url, "--root", str(root)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    return run_phase(__file__, "--phase", name, "--url", url, "--root", str(root))
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import peak_rss_mb
+from common import peak_rss_mb, run_phase
 
 from fastfeast_dagster.sources import reading
 
@@ -466,10 +466,7 @@ def matrix(work: Path) -> dict[str, dict[str, str]]:
 
 
 def _phase(*args: str) -> Any:
-    output = subprocess.run(
-        [sys.executable, __file__, *args], check=True, capture_output=True, text=True
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    return run_phase(__file__, *args)
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from fastfeast_dagster.warehouse.load import load_batch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_fact_load import DAY, HOUR, KEY, data_for, load_dimensions
-from common import benchmark_database, csv_bytes, peak_rss_mb, raw_copy_seconds
+from common import benchmark_database, csv_bytes, peak_rss_mb, raw_copy_seconds, run_phase
 
 PARTITION = f"{DAY}-{HOUR:02d}:00"
 _SCHEMA_TABLE = sql.Identifier("bench_schema_copy")
@@ -187,11 +186,7 @@ PATHS = {
 
 
 def _phase(name: str, url: str, root: Path, extra: list[str] | None = None) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--phase", name, "--url", url, "--root", str(root)]
-    done = subprocess.run([*command, *(extra or [])], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_phase(__file__, "--phase", name, "--url", url, "--root", str(root), *(extra or []))
 
 
 def main() -> None:

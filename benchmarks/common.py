@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+import json
 import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import psycopg
@@ -116,3 +120,12 @@ def print_stages(stages: dict[str, float]) -> None:
     total = sum(stages.values()) or 1.0
     for name, seconds in stages.items():
         print(f"  {name:60} {seconds:8.2f} {seconds / total:11.0%}")
+
+
+def run_phase(script: str, *args: str) -> Any:
+    """One phase of a benchmark in a process of its own (its peak RSS its own, its imports
+    fresh): `script` run with `args`; the JSON its last output line holds."""
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

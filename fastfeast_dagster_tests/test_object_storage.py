@@ -8,6 +8,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import dagster as dg
@@ -219,13 +220,17 @@ def test_a_stream_tick_checks_the_parents_of_new_objects_only(
     assert day_files not in listed, listed  # nothing new: no day's dimensions to ask about
 
 
-def test_an_object_gone_before_its_run_reads_it_is_a_rejected_file(bucket: str) -> None:
+def _pinned_cities(bucket: str) -> tuple[Any, ObjectRoot]:
+    """An object `p/master/cities.csv`, and a data root pinned to its ETag as a run's would be."""
     client = boto3.client("s3")
     client.put_object(Bucket=bucket, Key="p/master/cities.csv", Body=b"city_id\n1\n")
     etag = client.head_object(Bucket=bucket, Key="p/master/cities.csv")["ETag"]
-    root = ObjectRoot(bucket, "p").pinned(
-        {"fastfeast/etags": json.dumps({"master/cities.csv": etag})}
-    )
+    pins = {"fastfeast/etags": json.dumps({"master/cities.csv": etag})}
+    return client, ObjectRoot(bucket, "p").pinned(pins)
+
+
+def test_an_object_gone_before_its_run_reads_it_is_a_rejected_file(bucket: str) -> None:
+    client, root = _pinned_cities(bucket)
     client.delete_object(Bucket=bucket, Key="p/master/cities.csv")
     result = read_source_file(root / "master/cities.csv", "csv", root)  # type: ignore[arg-type]
     assert result.frame is None and result.rejection is not None
@@ -265,12 +270,7 @@ def test_listing_pages_past_1000_keys(contract: Contract, bucket: str) -> None:
 
 
 def test_a_pinned_read_refuses_an_object_replaced_since_the_sensor_saw_it(bucket: str) -> None:
-    client = boto3.client("s3")
-    client.put_object(Bucket=bucket, Key="p/master/cities.csv", Body=b"city_id\n1\n")
-    etag = client.head_object(Bucket=bucket, Key="p/master/cities.csv")["ETag"]
-    pinned = ObjectRoot(bucket, "p").pinned(
-        {"fastfeast/etags": json.dumps({"master/cities.csv": etag})}
-    )
+    client, pinned = _pinned_cities(bucket)
     path = pinned / "master" / "cities.csv"
     assert isinstance(path, ObjectPath) and path.read().data == b"city_id\n1\n"
     client.put_object(Bucket=bucket, Key="p/master/cities.csv", Body=b"city_id\n2\n")
