@@ -528,3 +528,24 @@ def test_a_file_that_changes_before_the_slow_path_reads_it_again_fails_the_run(
     monkeypatch.setattr(reading, "_checked_whole", changed_first)
     with pytest.raises(reading.FileChanged, match=r"o\.json changed while it was read"):
         read_source_file(path, "json", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", None, "", " b "],
+        [1, None, -7, 2**63 - 1, -(2**63)],
+        [None, None],
+        [],
+        [1, 2**64],  # beyond 64 bits: Python renders it
+        [True, 1, None],  # a boolean is no integer here
+        [1, 1.0, -0.0, float("nan"), 1e16],
+        ["1", 1],
+        [{"a": 1}, [1, 2], "x"],
+    ],
+    ids=["text", "int64", "missing", "empty", "huge", "bool", "floats", "mixed", "nested"],
+)
+def test_a_column_inferred_by_arrow_renders_as_value_by_value(values: list[object]) -> None:
+    rendered = reading._json_column(values).to_pylist()
+    assert rendered == [reading._json_text(value) for value in values]
+    assert rendered == reading._json_column_by_kind(values).to_pylist()

@@ -904,7 +904,28 @@ def _add_chunk(
         arrays.append(_json_column(values))
 
 
+# What Arrow infers for a column of one kind that renders as `_json_text` would: strings as they
+# are, integers as `str` renders them, all missing.
+_INFERRED_AS_TEXT = (pa.string(), pa.int64(), pa.null())
+
+
 def _json_column(values: list[object]) -> pa.Array:
+    """`_json_text` of every value.
+
+    Most columns hold one kind of value (an id, a status, a timestamp as text): Arrow infers and
+    converts those in C, three to eight times faster than sorting the values by kind in Python.
+    Floats, booleans, nested values and columns of mixed kinds take `_json_column_by_kind`.
+    """
+    try:
+        inferred = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError):
+        return _json_column_by_kind(values)
+    if inferred.type in _INFERRED_AS_TEXT:
+        return inferred.cast(pa.string())
+    return _json_column_by_kind(values)
+
+
+def _json_column_by_kind(values: list[object]) -> pa.Array:
     """`_json_text` of every value, converting whole runs of one kind at a time.
 
     Rendering value by value in Python was most of the reading time of a large file. Strings are
