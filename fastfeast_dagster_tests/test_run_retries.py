@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,12 +123,16 @@ def test_a_failed_blocking_check_fails_once_and_is_not_run_again(
     assert second.runs == []
 
 
+# The contract's backoff in these tests: the second re-run of a failed run waits this long.
+BACKOFF_SECONDS = 3
+
+
 @pytest.fixture
 def quick_retries(tmp_path: Path, pipeline_env: str, data_dir: Path) -> Iterator[dict[str, str]]:
     """`fastfeast` as a user runs it, on the test's database, with a contract whose second
     re-run waits 3 s and that re-runs at most twice."""
     contract = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    contract["retries"] = {"max_attempts": 2, "backoff_seconds": 3}
+    contract["retries"] = {"max_attempts": 2, "backoff_seconds": BACKOFF_SECONDS}
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump(contract))
     shutil.copytree(DEFAULT_CONFIG_PATH.parent / "expectations", tmp_path / "expectations")
@@ -165,6 +170,9 @@ def test_a_transient_failure_is_retried_at_once_then_after_its_backoff(
     team = [m["outcome"] for m in runs if "dim_team" in m["assets"]]
     assert team == ["FAILED", "FAILED"], first.stdout
     assert "LockNotAvailable: canceling statement due to lock timeout" in first.stdout
+    # The second re-run is due once its backoff has passed since the first re-run failed, which
+    # was before `first` returned: on a fast machine the next call came sooner and found nothing.
+    time.sleep(BACKOFF_SECONDS)
     second = run_command(env, "fastfeast", "ingest")
     assert second.returncode == 0, second.stdout + second.stderr[-2000:]
     assert "1 run(s), 0 failed" in second.stdout
