@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -236,8 +237,6 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    import time
-
     import dagster as dg
 
     from fastfeast_dagster.ingest import ingest
@@ -309,8 +308,16 @@ def _ingest_summary(summary: IngestSummary, elapsed: float) -> int:
         raise CliError(unreachable)
     if not summary.runs:
         print(f"nothing new to ingest ({elapsed:.1f} s)")
+    else:
+        print(f"{len(summary.runs)} run(s), {len(summary.failed)} failed, in {elapsed:.1f} s")
+    if summary.retries_due:
+        wait = max(0.0, summary.retries_due[0] - time.time())
+        print(
+            f"{len(summary.retries_due)} failed run(s) wait for their retry backoff; the next is"
+            f" due in {wait:.0f} s (the daemon runs it, or `fastfeast ingest` again then)"
+        )
+    if not summary.runs:
         return 0
-    print(f"{len(summary.runs)} run(s), {len(summary.failed)} failed, in {elapsed:.1f} s")
     # Lost between runs, the storage is on no run's line: what was left is the next call's.
     if summary.unreachable and not any(run.unreachable for run in summary.runs):
         print(f"stopped: {unreachable}")
@@ -408,8 +415,6 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _end_process_group(group: int, grace_seconds: float = 10.0) -> None:
-    import time
-
     import psutil
 
     def members() -> list[psutil.Process]:

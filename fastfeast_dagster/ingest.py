@@ -41,7 +41,7 @@ from fastfeast_dagster.run_report import error_class, step_error
 from fastfeast_dagster.sensors.derived import DERIVED_SENSOR
 from fastfeast_dagster.sensors.folders import FOLDER_SENSOR_NAMES, Cursor
 from fastfeast_dagster.sensors.orphans import ORPHAN_RETRY_SENSOR
-from fastfeast_dagster.sensors.retries import RUN_RETRY_SENSOR
+from fastfeast_dagster.sensors.retries import RUN_RETRY_SENSOR, retries_due
 from fastfeast_dagster.warehouse.connection import (
     WAREHOUSE_URL_ENV,
     is_unreachable,
@@ -82,6 +82,9 @@ class IngestSummary:
     runs: list[RunOutcome] = field(default_factory=list)
     # Set when the warehouse or Dagster's storage became unreachable, which ended the call.
     unreachable: bool = False
+    # When the failed runs' re-runs that wait for their backoff are due (epoch seconds): the
+    # call ended quiet, but a later call (or the daemon) has these to run.
+    retries_due: list[float] = field(default_factory=list)
 
     @property
     def failed(self) -> list[RunOutcome]:
@@ -158,6 +161,7 @@ def _ingest(
             time.sleep(1.0)
             continue
         _run_due_schedules(defs, instance, summary, on_run, log_level)
+        summary.retries_due = retries_due(cursors.get(RUN_RETRY_SENSOR))
         return
 
 

@@ -55,6 +55,7 @@ def test_later_re_runs_wait_for_a_backoff_that_quadruples() -> None:
     second = _failed(attempt=1)
     assert _plan([second], now=1059).retries == []
     assert _plan([second], now=1059).waiting == [second]
+    assert _plan([second, _failed("r1", attempt=2)], now=1059).due == [1060, 1240]
     assert _plan([second], now=1060).retries == [Retry("r0", HOUR, FACTS, 2)]
     assert _plan([_failed(attempt=2)], now=1239).retries == []
 
@@ -170,6 +171,8 @@ def test_a_transient_failure_is_retried_at_once_then_after_its_backoff(
     team = [m["outcome"] for m in runs if "dim_team" in m["assets"]]
     assert team == ["FAILED", "FAILED"], first.stdout
     assert "LockNotAvailable: canceling statement due to lock timeout" in first.stdout
+    # Its quiet end is not the end of the work: the call says a re-run is still to come.
+    assert "1 failed run(s) wait for their retry backoff; the next is due in" in first.stdout
     # The second re-run is due once its backoff has passed since the first re-run failed, which
     # was before `first` returned: on a fast machine the next call came sooner and found nothing.
     time.sleep(BACKOFF_SECONDS)
@@ -184,3 +187,4 @@ def test_a_transient_failure_is_retried_at_once_then_after_its_backoff(
     assert sorted(tags) == [("fastfeast/retry", "1"), ("fastfeast/retry", "2")]
     third = run_command(env, "fastfeast", "ingest")
     assert "nothing new to ingest" in third.stdout
+    assert "retry backoff" not in second.stdout + third.stdout

@@ -79,6 +79,7 @@ class Retry:
 class Plan:
     retries: list[Retry]
     waiting: list[FailedRun]  # due after their backoff
+    due: list[float]  # when each waiting re-run is due (epoch seconds), soonest first
     since: float  # the next tick's cursor: older failures are all decided
 
 
@@ -99,6 +100,7 @@ def plan_retries(
     """Which failed runs to take up now, which wait, and the cursor. Pure: no I/O."""
     retries: list[Retry] = []
     waiting: list[FailedRun] = []
+    due: list[float] = []
     for run in failed:
         later = [r for r in runs if r.partition == run.partition and r.created > run.created]
         left = tuple(
@@ -110,8 +112,10 @@ def plan_retries(
         attempt = run.attempt + 1
         if run.check_failed or not left or attempt > max_attempts:
             continue
-        if now < run.ended + backoff_seconds(attempt, backoff):
+        due_at = run.ended + backoff_seconds(attempt, backoff)
+        if now < due_at:
             waiting.append(run)
+            due.append(due_at)
         else:
             retries.append(Retry(run.run_id, run.partition, left, attempt))
     # A failure stays open until a later run takes it up (a re-run requested now exists by the
@@ -124,7 +128,12 @@ def plan_retries(
         since = max([since, *(run.updated for run in failed)])
     # A day's dimensions before its hours' facts.
     retries.sort(key=lambda retry: (len(retry.partition), retry.partition))
-    return Plan(retries, waiting, since)
+    return Plan(retries, waiting, sorted(due), since)
+
+
+def retries_due(cursor: str | None) -> list[float]:
+    """From the sensor's cursor: when the re-runs that wait for their backoff are due."""
+    return json.loads(cursor).get("due", []) if cursor else []
 
 
 def build_run_retry_sensor(contract: Contract) -> dg.SensorDefinition:
@@ -194,7 +203,10 @@ def build_run_retry_sensor(contract: Contract) -> dg.SensorDefinition:
                 else "no failed run to take up"
             )
         return dg.SensorResult(
-            run_requests=requests, cursor=json.dumps({"since": plan.since}), skip_reason=skip
+            run_requests=requests,
+            # `due` tells `fastfeast ingest` that its quiet end still has re-runs to come.
+            cursor=json.dumps({"since": plan.since, "due": plan.due}),
+            skip_reason=skip,
         )
 
     return run_retry_sensor
