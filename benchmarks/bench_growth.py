@@ -1,7 +1,7 @@
 """Benchmark: what one hour costs as the warehouse grows (0, 2, 5 and 10 M orders stored).
 
     python benchmarks/bench_growth.py [--sizes 0 2 5 10] [--hour-orders 20000] [--rounds 3]
-                                      [--postgres-defaults]
+                                      [--postgres-defaults] [--set NAME=VALUE ...]
 
 An hour of `--hour-orders` orders (from the synthetic generator) is read, validated, masked and
 loaded with `load_batch` into a warehouse whose fact_order already holds N million rows, filled by
@@ -125,9 +125,21 @@ def measure(conn: psycopg.Connection, root: Path, hour: int = HOUR) -> dict[str,
     partition = f"{DAY}-{hour:02d}:00"
     path = root / "input" / "stream" / str(DAY) / f"{hour:02d}" / "orders.json"
     batch = prepare_batch("orders", [PartitionFile(path, "stream", partition)], contract, root, KEY)
+    # Hours arrive an hour apart and the server checkpoints at least every checkpoint_timeout,
+    # so each hour's load is the first write to its pages since a checkpoint.
+    conn.autocommit = True
+    conn.execute("CHECKPOINT")
+    conn.autocommit = False
+    (wal_before,) = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+    conn.commit()
     started = time.perf_counter()
     report = load_batch(conn, contract, batch, asset_key="fact_order", run_id=f"bench-{hour}")
     loaded = time.perf_counter()
+    # WAL the load wrote: after a checkpoint, each index page an insert touches first is written
+    # whole (full-page writes), so this shows how many pages the hour's inserts spread over.
+    (wal_bytes,) = conn.execute(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", (wal_before,)
+    ).fetchone()
     conn.execute("SELECT count(*) FROM fact_order WHERE _partition_key = %s", (partition,))
     conn.commit()
     counted = time.perf_counter()
@@ -156,6 +168,7 @@ def measure(conn: psycopg.Connection, root: Path, hour: int = HOUR) -> dict[str,
     return {
         "load_batch": loaded - started,
         "upsert": report.stage_seconds.get("upsert", 0.0),
+        "wal_mb": float(wal_bytes) / 2**20,
         "partition_count": counted - loaded,
         "ge_check": checked - counted,
         "sla_update": sla_done - sla_started,
@@ -170,11 +183,19 @@ def main() -> None:
     parser.add_argument("--hour-orders", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres-defaults", action="store_true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting for an experiment (e.g. full_page_writes=off), repeatable",
+    )
     args = parser.parse_args()
-    settings = POSTGRES_DEFAULTS if args.postgres_defaults else None
+    settings = dict(POSTGRES_DEFAULTS) if args.postgres_defaults else {}
+    settings.update(item.split("=", 1) for item in args.set)
     root = hour_files(args.hour_orders)
     rows: list[tuple[float, dict[str, float], float]] = []
-    with benchmark_database(settings) as url, psycopg.connect(url) as conn:
+    with benchmark_database(settings or None) as url, psycopg.connect(url) as conn:
         buffers, wal = conn.execute(
             "SELECT current_setting('shared_buffers'), current_setting('max_wal_size')"
         ).fetchone()
@@ -195,13 +216,14 @@ def main() -> None:
     print(f"\none {args.hour_orders:,}-order hour as fact_order grows (medians of {args.rounds})")
     print(
         f"{'stored':>8} {'load_batch s':>13} {'x empty':>8} {'upsert s':>9} "
-        f"{'hour count s':>13} {'GE check s':>11} {'SLA update s':>13}"
+        f"{'WAL MB':>7} {'hour count s':>13} {'GE check s':>11} {'SLA update s':>13}"
     )
     for size, medians, _ in rows:
         print(
             f"{size:>6g} M {medians['load_batch']:13.2f} "
             f"{medians['load_batch'] / empty['load_batch']:8.2f} {medians['upsert']:9.2f} "
-            f"{medians['partition_count']:13.3f} {medians['ge_check']:11.2f}"
+            f"{medians['wal_mb']:7.0f} {medians['partition_count']:13.3f}"
+            f" {medians['ge_check']:11.2f}"
             f" {medians['sla_update']:13.2f}"
         )
     print(
