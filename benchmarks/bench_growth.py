@@ -8,9 +8,10 @@ loaded with `load_batch` into a warehouse whose fact_order already holds N milli
 SQL (random UUID keys, valid parents, spread over the year before the hour) rather than through the
 pipeline. At each size: the median of `--rounds` loads of fresh hours (each after a CHECKPOINT,
 as in production), their upsert stage and WAL, the partition row count the IO manager reports,
-the GE check of one hour (read back + validate), and the SLA update of the hour (its tickets and events loaded, then `apply_fact_hours`; it reads the
-orders of the hour's tickets, so it is timed against the stored orders too). The ratio to the empty
-warehouse is the result; the target is <= 1.5x at 10 M.
+the GE check of one hour (read back + validate), and the SLA update of the hour (its tickets and
+events loaded, then `apply_fact_hours`; it reads the orders of the hour's tickets, so it is timed
+against the stored orders too). The ratio to the empty warehouse is the result; the target is
+<= 1.5x at 10 M.
 `--postgres-defaults` runs the same on PostgreSQL's default memory and WAL settings instead of
 the embedded server's sized ones, to show what the sizing buys.
 """
