@@ -4,7 +4,7 @@
 
 Both measurements run in the same process against the same embedded PostgreSQL, so the ratio is
 meaningful on any machine: the pipeline's rows/s divided by a plain psycopg `COPY` of the same
-file's CSV bytes into a table with the same primary key. Target: ratio >= 0.25.
+file's CSV bytes into a table with the same primary key. Target: ratio >= 0.35.
 """
 
 from __future__ import annotations
@@ -28,11 +28,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import benchmark_database, print_stages, print_table, raw_copy_seconds
 
 COLUMNS = list(load_contract().sources["customers"].columns)
-PARENTS = """
-INSERT INTO dim_city VALUES (1, 'Cairo', 'Egypt', 'Africa/Cairo', 'b', 1, 'p', 'r');
-INSERT INTO dim_region SELECT r, 'r' || r, 1, 10, 'b', r, 'p', 'r' FROM generate_series(1, 18) r;
-INSERT INTO dim_segment VALUES (1, 'Regular', 0, false, 'b', 1, 'p', 'r'),
-                               (2, 'VIP', 10, true, 'b', 2, 'p', 'r');
+# Named columns: the tables' audit columns (`_rescued`, lineage) come after the contract's and
+# change with it, so positional VALUES would shift into them.
+_LINEAGE = "_source_file, _source_row, _partition_key, _run_id"
+PARENTS = f"""
+INSERT INTO dim_city (city_id, city_name, country, timezone, {_LINEAGE})
+VALUES (1, 'Cairo', 'Egypt', 'Africa/Cairo', 'b', 1, 'p', 'r');
+INSERT INTO dim_region (region_id, region_name, city_id, delivery_base_fee, {_LINEAGE})
+SELECT r, 'r' || r, 1, 10, 'b', r, 'p', 'r' FROM generate_series(1, 18) r;
+INSERT INTO dim_segment (segment_id, segment_name, discount_pct, priority_support, {_LINEAGE})
+VALUES (1, 'Regular', 0, false, 'b', 1, 'p', 'r'), (2, 'VIP', 10, true, 'b', 2, 'p', 'r');
 """
 
 
@@ -118,7 +123,7 @@ def main() -> None:
         f"\nloaded {loaded:,}, quarantined {quarantined:,} "
         f"(read = loaded + quarantined: {loaded + quarantined == args.rows})"
     )
-    print(f"ratio to raw COPY: {copy / total:.2f}x (target >= 0.25x)")
+    print(f"ratio to raw COPY: {copy / total:.2f}x (target >= 0.35x)")
 
 
 if __name__ == "__main__":
