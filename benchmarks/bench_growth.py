@@ -2,6 +2,7 @@
 
     python benchmarks/bench_growth.py [--sizes 0 2 5 10] [--hour-orders 20000] [--rounds 3]
                                       [--postgres-defaults] [--set NAME=VALUE ...]
+                                      [--hours-per-checkpoint K]
 
 An hour of `--hour-orders` orders (from the synthetic generator) is read, validated, masked and
 loaded with `load_batch` into a warehouse whose fact_order already holds N million rows, filled by
@@ -14,6 +15,10 @@ against the stored orders too). The ratio to the empty warehouse is the result; 
 <= 1.5x at 10 M.
 `--postgres-defaults` runs the same on PostgreSQL's default memory and WAL settings instead of
 the embedded server's sized ones, to show what the sizing buys.
+`--hours-per-checkpoint K` (2-4) asks what checkpoints further apart would buy: in each round, K
+consecutive hours are loaded once with a checkpoint before each (today's server) and once with one
+checkpoint before the first only (a `checkpoint_timeout` of K hours); it reports the mean load of
+an hour in each, with its WAL.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ from common import benchmark_database
 
 DAY = dt.date(2026, 3, 2)
 HOUR = 19  # the generator's busiest hour, loaded once per round and removed again
+# The hours a checkpoint cycle spans with --hours-per-checkpoint, near HOUR's size (the curve:
+# 1.8, 2.0, 1.8 and 1.3 times the day's mean).
+CYCLE_HOURS = (19, 20, 21, 18)
 ORDERS_AT_SCALE_ONE = 270  # orders in hour 19 at scale 1
 KEY = b"benchmark-key"
 # What PostgreSQL itself defaults to, for --postgres-defaults.
@@ -71,8 +79,9 @@ def hour_files(orders: int) -> Path:
     from fastfeast_dagster.synthetic import generate
 
     root = Path(f"/tmp/fastfeast-growth-{orders}")
-    if not (root / "input" / "stream" / str(DAY) / f"{HOUR:02d}").exists():
-        generate(root, DAY, hours=[HOUR], scale=orders / ORDERS_AT_SCALE_ONE)
+    folders = [root / "input" / "stream" / str(DAY) / f"{hour:02d}" for hour in CYCLE_HOURS]
+    if not all(folder.exists() for folder in folders):
+        generate(root, DAY, hours=sorted(CYCLE_HOURS), scale=orders / ORDERS_AT_SCALE_ONE)
     return root
 
 
@@ -117,8 +126,11 @@ def fill(conn: psycopg.Connection, first: int, last: int, parents: dict[str, int
     return time.perf_counter() - started
 
 
-def measure(conn: psycopg.Connection, root: Path, hour: int = HOUR) -> dict[str, float]:
-    """Prepare and load one hour's orders; the GE check of them; the hour's SLA update."""
+def measure(
+    conn: psycopg.Connection, root: Path, hour: int = HOUR, *, checkpoint: bool = True
+) -> dict[str, float]:
+    """Prepare and load one hour's orders; the GE check of them; the hour's SLA update. The
+    hour stays; `undo` removes it."""
     from fastfeast_dagster.checks.runner import run_suite
     from fastfeast_dagster.warehouse.readback import read_rows
 
@@ -126,11 +138,12 @@ def measure(conn: psycopg.Connection, root: Path, hour: int = HOUR) -> dict[str,
     partition = f"{DAY}-{hour:02d}:00"
     path = root / "input" / "stream" / str(DAY) / f"{hour:02d}" / "orders.json"
     batch = prepare_batch("orders", [PartitionFile(path, "stream", partition)], contract, root, KEY)
-    # Hours arrive an hour apart and the server checkpoints at least every checkpoint_timeout,
-    # so each hour's load is the first write to its pages since a checkpoint.
-    conn.autocommit = True
-    conn.execute("CHECKPOINT")
-    conn.autocommit = False
+    if checkpoint:
+        # Hours arrive an hour apart and the server checkpoints at least every
+        # checkpoint_timeout, so each hour's load is the first write to its pages since one.
+        conn.autocommit = True
+        conn.execute("CHECKPOINT")
+        conn.autocommit = False
     (wal_before,) = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
     conn.commit()
     started = time.perf_counter()
@@ -154,18 +167,6 @@ def measure(conn: psycopg.Connection, root: Path, hour: int = HOUR) -> dict[str,
     sla_started = time.perf_counter()
     apply_fact_hours(conn, contract, [partition])
     sla_done = time.perf_counter()
-    # Undo the hour, so that every round loads into a warehouse of the same size.
-    with conn.transaction():
-        conn.execute(
-            "DELETE FROM ticket_sla_state WHERE ticket_id IN"
-            " (SELECT ticket_id FROM fact_ticket WHERE _partition_key = %s)",
-            (partition,),
-        )
-        for table in ("fact_ticket_event", "fact_ticket", "fact_order"):
-            conn.execute(f"DELETE FROM {table} WHERE _partition_key = %s", (partition,))
-        conn.execute("DELETE FROM pipeline_file_log WHERE partition_key = %s", (partition,))
-        conn.execute("DELETE FROM quarantine WHERE partition_key = %s", (partition,))
-        conn.execute("DELETE FROM value_repair WHERE partition_key = %s", (partition,))
     return {
         "load_batch": loaded - started,
         "upsert": report.stage_seconds.get("upsert", 0.0),
@@ -174,6 +175,39 @@ def measure(conn: psycopg.Connection, root: Path, hour: int = HOUR) -> dict[str,
         "ge_check": checked - counted,
         "sla_update": sla_done - sla_started,
     }
+
+
+def undo(conn: psycopg.Connection, hours: list[int]) -> None:
+    """Remove the hours, so that every round loads into a warehouse of the same size."""
+    partitions = [f"{DAY}-{hour:02d}:00" for hour in hours]
+    with conn.transaction():
+        conn.execute(
+            "DELETE FROM ticket_sla_state WHERE ticket_id IN"
+            " (SELECT ticket_id FROM fact_ticket WHERE _partition_key = ANY(%s))",
+            (partitions,),
+        )
+        for table in ("fact_ticket_event", "fact_ticket", "fact_order"):
+            conn.execute(f"DELETE FROM {table} WHERE _partition_key = ANY(%s)", (partitions,))
+        for table in ("pipeline_file_log", "quarantine", "value_repair"):
+            conn.execute(f"DELETE FROM {table} WHERE partition_key = ANY(%s)", (partitions,))
+
+
+def measure_round(conn: psycopg.Connection, root: Path, cycle: int) -> dict[str, float]:
+    """One hour after a checkpoint; with a `cycle` of K > 1 hours, also the mean hour of K
+    consecutive hours with a checkpoint before each, and with one before the first only."""
+    result = measure(conn, root)
+    undo(conn, [HOUR])
+    if cycle > 1:
+        hours = list(CYCLE_HOURS[:cycle])
+        for label, every in (("each", True), ("cycle", False)):
+            loads = [
+                measure(conn, root, hour, checkpoint=every or index == 0)
+                for index, hour in enumerate(hours)
+            ]
+            undo(conn, hours)
+            for name in ("load_batch", "wal_mb"):
+                result[f"{label}_{name}"] = statistics.mean(load[name] for load in loads)
+    return result
 
 
 def main() -> None:
@@ -191,6 +225,7 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="a server setting for an experiment (e.g. full_page_writes=off), repeatable",
     )
+    parser.add_argument("--hours-per-checkpoint", type=int, choices=range(1, 5), default=1)
     args = parser.parse_args()
     settings = dict(POSTGRES_DEFAULTS) if args.postgres_defaults else {}
     settings.update(item.split("=", 1) for item in args.set)
@@ -204,12 +239,15 @@ def main() -> None:
         print(f"server: shared_buffers {buffers}, max_wal_size {wal}")
         parents = load_dimensions(conn, root)
         measure(conn, root)  # warm: Great Expectations' import is not what is measured
+        undo(conn, [HOUR])
         stored = 0
         for size in sorted(args.sizes):
             target = int(size * 1_000_000)
             filled = fill(conn, stored + 1, target, parents) if target > stored else 0.0
             stored = max(stored, target)
-            rounds = [measure(conn, root) for _ in range(args.rounds)]
+            rounds = [
+                measure_round(conn, root, args.hours_per_checkpoint) for _ in range(args.rounds)
+            ]
             medians = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
             rows.append((size, medians, filled))
             print(f"  {size:g} M stored (filled in {filled:.0f} s): {medians}", flush=True)
@@ -231,6 +269,20 @@ def main() -> None:
         f"\nratio at {rows[-1][0]:g} M: {rows[-1][1]['load_batch'] / empty['load_batch']:.2f}x"
         " the empty warehouse (target <= 1.5x)"
     )
+    if args.hours_per_checkpoint > 1:
+        cycle = args.hours_per_checkpoint
+        hours = ", ".join(map(str, CYCLE_HOURS[:cycle]))
+        print(f"\nthe mean hour of {cycle} consecutive hours ({hours}), medians of the rounds")
+        print(
+            f"{'stored':>8} {'checkpoint each s':>18} {'WAL MB':>7}"
+            f" {f'one per {cycle} h s':>15} {'WAL MB':>7} {'x each':>7}"
+        )
+        for size, medians, _ in rows:
+            print(
+                f"{size:>6g} M {medians['each_load_batch']:18.2f} {medians['each_wal_mb']:7.0f}"
+                f" {medians['cycle_load_batch']:15.2f} {medians['cycle_wal_mb']:7.0f}"
+                f" {medians['cycle_load_batch'] / medians['each_load_batch']:7.2f}"
+            )
 
 
 if __name__ == "__main__":
