@@ -333,17 +333,30 @@ def _supersede_and_insert(
     superseded: sql.Composable,
 ) -> None:
     """Mark this asset's current rows of these partitions superseded unless the new rows repeat
-    them (`same` columns equal), then insert the new rows that do not repeat a current one."""
+    them (`same` columns equal), then insert the new rows that do not repeat a current one.
+
+    Both statements compare against these partitions' rows only, through the (asset_key,
+    partition_key) index: `IS NOT DISTINCT FROM` can be neither hashed nor looked up in an
+    index, so a comparison left to it alone would visit every current row of the asset for each
+    new row, a cost that grows with the asset's history (partition_key is never NULL).
+    """
 
     def equal(left: str, right: str) -> sql.Composable:
         return sql.SQL(" AND ").join(
-            sql.SQL("{}.{} IS NOT DISTINCT FROM {}.{}").format(
-                sql.Identifier(left),
-                sql.Identifier(name),
-                sql.Identifier(right),
-                sql.Identifier(name),
-            )
-            for name in ["partition_key", *same]
+            [
+                sql.SQL("{0}.partition_key = {1}.partition_key").format(
+                    sql.Identifier(left), sql.Identifier(right)
+                ),
+                *(
+                    sql.SQL("{}.{} IS NOT DISTINCT FROM {}.{}").format(
+                        sql.Identifier(left),
+                        sql.Identifier(name),
+                        sql.Identifier(right),
+                        sql.Identifier(name),
+                    )
+                    for name in same
+                ),
+            ]
         )
 
     names = sql.SQL(", ").join(sql.Identifier(name) for name in columns)
@@ -364,7 +377,8 @@ def _supersede_and_insert(
     cur.execute(
         sql.SQL(
             "INSERT INTO {target} ({names}) SELECT {names} FROM {stage} n WHERE NOT EXISTS"
-            " (SELECT 1 FROM {target} t WHERE t.asset_key = %s AND {current} AND {same})"
+            " (SELECT 1 FROM {target} t WHERE t.asset_key = %s AND t.partition_key = ANY(%s)"
+            " AND {current} AND {same})"
         ).format(
             target=target,
             names=names,
@@ -372,5 +386,5 @@ def _supersede_and_insert(
             current=current.format(row=sql.Identifier("t")),
             same=equal("n", "t"),
         ),
-        (scope.asset_key,),
+        (scope.asset_key, scope.partition_keys),
     )
