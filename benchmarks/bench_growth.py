@@ -70,7 +70,7 @@ SELECT md5('stored' || g)::uuid::text,
        100, 10, 0, 110, 'Delivered', 'card', at, at + interval '35 minutes',
        to_char(at, 'YYYYMMDD')::integer, extract(hour FROM at)::integer * 100,
        'filled.json', g, to_char(at, 'YYYY-MM-DD-HH24:00'), 'bench-fill'
-FROM generate_series(%(first)s, %(last)s) AS g,
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g,
      LATERAL (SELECT %(day)s::timestamp - make_interval(secs => 1 + g %% 31536000)) AS t(at)
 """
 # The audit trail the stored hours would have left (about what the generator's hours get: 3 % of
