@@ -66,7 +66,10 @@ INSERT INTO fact_order (order_id, customer_id, restaurant_id, driver_id, region_
     order_created_at, delivered_at, date_key, time_key,
     _source_file, _source_row, _partition_key, _run_id)
 SELECT md5('stored' || g)::uuid::text,
-       1 + g %% %(customers)s, 1 + g %% %(restaurants)s, 1 + g %% %(drivers)s, 1 + g %% 18,
+       (%(customers)s::int[])[1 + g %% cardinality(%(customers)s::int[])],
+       (%(restaurants)s::int[])[1 + g %% cardinality(%(restaurants)s::int[])],
+       (%(drivers)s::int[])[1 + g %% cardinality(%(drivers)s::int[])],
+       (%(regions)s::int[])[1 + g %% cardinality(%(regions)s::int[])],
        100, 10, 0, 110, 'Delivered', 'card', at, at + interval '35 minutes',
        to_char(at, 'YYYYMMDD')::integer, extract(hour FROM at)::integer * 100,
        'filled.json', g, to_char(at, 'YYYY-MM-DD-HH24:00'), 'bench-fill'
@@ -109,7 +112,9 @@ def hour_files(orders: int) -> Path:
     return root
 
 
-def load_dimensions(conn: psycopg.Connection, root: Path) -> dict[str, int]:
+def load_dimensions(conn: psycopg.Connection, root: Path) -> dict[str, list[int]]:
+    """The master snapshot loaded; the keys of the parents the fill draws from (not a range:
+    members the master quarantined are missing from it)."""
     contract = load_contract()
     master = contract.partitions.batch_start_date.isoformat()
     apply_schema(conn, contract)
@@ -120,14 +125,16 @@ def load_dimensions(conn: psycopg.Connection, root: Path) -> dict[str, int]:
             files = [PartitionFile(path, "master", master)]
             batch = prepare_batch(name, files, contract, root, KEY)
             load_batch(conn, contract, batch, asset_key=spec.table, run_id="bench-dims")
-    counts = {}
-    for table in ("dim_customer", "dim_restaurant", "dim_driver"):
-        (counts[table],) = conn.execute(f"SELECT max({table[4:]}_id) FROM {table}").fetchone()
+    keys = {}
+    for table in ("dim_customer", "dim_restaurant", "dim_driver", "dim_region"):
+        (keys[table],) = conn.execute(
+            f"SELECT array_agg({table[4:]}_id ORDER BY {table[4:]}_id) FROM {table}"
+        ).fetchone()
     conn.commit()
-    return counts
+    return keys
 
 
-def fill(conn: psycopg.Connection, first: int, last: int, parents: dict[str, int]) -> float:
+def fill(conn: psycopg.Connection, first: int, last: int, parents: dict[str, list[int]]) -> float:
     """Orders `first`..`last` by SQL, and their audit trail; their keys are valid by
     construction (no FK triggers)."""
     started = time.perf_counter()
@@ -139,6 +146,7 @@ def fill(conn: psycopg.Connection, first: int, last: int, parents: dict[str, int
                 "customers": parents["dim_customer"],
                 "restaurants": parents["dim_restaurant"],
                 "drivers": parents["dim_driver"],
+                "regions": parents["dim_region"],
                 "first": first,
                 "last": last,
                 "day": str(DAY),
