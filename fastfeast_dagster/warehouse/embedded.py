@@ -259,11 +259,11 @@ def create_database(admin_url: str, database: str) -> bool:
     """Create `database` unless it exists; returns whether it was created.
 
     Its collation is `C`: text compares byte by byte, which for UTF-8 is code point order, the
-    order the server's `C.UTF-8` gives too. PostgreSQL compares through `strcoll` for every other
+    order a `C.UTF-8` server gives too. PostgreSQL compares through `strcoll` for every other
     collation name and sorts without abbreviated keys, so a keyed upsert of random UUID text paid
     for it (measured: sorting 500 k keys 0.67-0.83 s against 0.38 s, upserting them into 3 M
     rows 7.4-8.1 s against 6.4-7.3 s). Character classes (`lower`, regular expressions) keep the
-    server's `C.UTF-8`. A database created earlier keeps its collation; the ordering is the same.
+    server's locale. A database created earlier keeps its collation.
     """
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute(
