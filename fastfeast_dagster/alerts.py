@@ -8,21 +8,20 @@ links only: never row values, which could be PII.
 import logging
 import smtplib
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 
 import dagster as dg
 import psycopg
 
+from fastfeast_dagster.assets.partitions import run_partition
 from fastfeast_dagster.contract import Contract, SmtpSettings
 from fastfeast_dagster.resources.warehouse import Warehouse
 from fastfeast_dagster.warehouse.alert_log import claim_alert
 
 logger = logging.getLogger(__name__)
 
-PARTITION_TAG = "dagster/partition"
-_RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 # More assets than this in one run are summarised as a count in the alert's identity.
 _MAX_NAMED_ASSETS = 3
 
@@ -48,14 +47,6 @@ class Alert:
         return "\n".join(
             [self.subject.removeprefix("[FastFeast] "), "", *self.details, "", self.link]
         )
-
-
-def run_partition(tags: Mapping[str, str]) -> str | None:
-    """The partition (or partition range) a run covered, from its tags."""
-    if PARTITION_TAG in tags:
-        return tags[PARTITION_TAG]
-    start, end = (tags.get(tag) for tag in _RANGE_TAGS)
-    return f"{start}...{end}" if start and end else None
 
 
 def _asset_label(keys: Sequence[dg.AssetKey]) -> str:

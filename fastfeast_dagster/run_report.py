@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from fastfeast_dagster.assets.partitions import run_partition
+
 if TYPE_CHECKING:
     from dagster._core.execution.plan.objects import StepFailureData
     from dagster._utils.error import SerializableErrorInfo
@@ -82,7 +84,7 @@ def report_run(instance: dg.DagsterInstance, run_id: str) -> RunReport | None:
             if record.end_time
             else None
         ),
-        partition=_partition(run.tags),
+        partition=run_partition(run.tags),
         assets=tuple(assets),
         rows=_row_counts((m.asset_key.to_user_string(), m.metadata) for m in materializations),
         seconds=(
@@ -98,14 +100,6 @@ def report_run(instance: dg.DagsterInstance, run_id: str) -> RunReport | None:
         ),
         errors=tuple(_errors(events)),
     )
-
-
-def _partition(tags: dict[str, str]) -> str | None:
-    if "dagster/partition" in tags:
-        return tags["dagster/partition"]
-    start = tags.get("dagster/asset_partition_range_start")
-    end = tags.get("dagster/asset_partition_range_end")
-    return f"{start}...{end}" if start and end else None
 
 
 def _row_counts(materializations: Iterable[tuple[str, dict[str, object]]]) -> dict[str, int]:

@@ -4,7 +4,12 @@ It reads Dagster's event log, not the clock: every fact materialization after it
 partition (a past day, a late file, a backfill, an orphan retry, a run from the UI or the CLI),
 becomes one run of its day with the derived assets downstream of the facts that loaded, in
 dependency order: `ticket_sla` (told which hours loaded), then the marts. A fact load therefore
-brings its day's SLA rows and marts up to date in one tick. A `ticket_sla` materialization that
+brings its day's SLA rows and marts up to date in one tick, unless a run of that day's facts or
+derived assets is still queued or running: its events then wait in the cursor and go, all in one
+run, on the first tick that finds the day idle. A day of hours delivered at once (a catch-up, a
+backfill) so gets its derived tables built once or twice rather than once per fact asset and
+tick, each a run worker taking a slot from the loads, and two runs of one day's marts never
+overlap. A `ticket_sla` materialization that
 changed tickets of other days (a reopen event a day late) asks for those days' ticket marts, and
 a due time passing on a waiting ticket asks for its day's ticket mart: the view judges it
 breached from the clock, the mart's counts were made before. The calendar tables are
@@ -24,11 +29,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import astuple, dataclass, field
 
 import dagster as dg
 
+from fastfeast_dagster.assets.partitions import run_partition_range
 from fastfeast_dagster.assets.sla import CHANGED_DAYS, day_of_key
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.resources.warehouse import Warehouse
@@ -37,6 +43,14 @@ from fastfeast_dagster.warehouse.sla import SLA_VIEW, days_due_between
 DERIVED_SENSOR = "derived_tables_sensor"
 # Materializations read per asset and tick; the cursor carries the rest to the next tick.
 _PAGE = 1000
+# A run in these holds its day's derived run back: it will load more, or is that run already.
+_IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 @dataclass
@@ -44,14 +58,24 @@ class DerivedCursor:
     seen: dict[str, int] = field(default_factory=dict)  # asset → newest storage id handled
     clock: str | None = None  # the warehouse clock due times were checked up to
     calendar: str | None = None  # the calendar range last materialized
+    # Materializations seen whose day was busy: (asset, partition, storage id), for the next tick.
+    waiting: list[tuple[str, str, int]] = field(default_factory=list)
 
     @classmethod
     def loads(cls, text: str | None) -> DerivedCursor:
-        return cls(**json.loads(text)) if text else cls()
+        cursor = cls(**json.loads(text)) if text else cls()
+        cursor.waiting = [(asset, partition, int(id_)) for asset, partition, id_ in cursor.waiting]
+        return cursor
 
     def dumps(self) -> str:
         return json.dumps(
-            {"seen": self.seen, "clock": self.clock, "calendar": self.calendar}, sort_keys=True
+            {
+                "seen": self.seen,
+                "clock": self.clock,
+                "calendar": self.calendar,
+                "waiting": self.waiting,
+            },
+            sort_keys=True,
         )
 
 
@@ -84,6 +108,30 @@ class Routes:
             if self.parents[asset] & (updated | set(chosen)):
                 chosen.append(asset)
         return chosen
+
+
+def days_of_run(tags: Mapping[str, str]) -> set[str]:
+    """The days a run's partition tags touch: its partition's, or every day of its range."""
+    covered = run_partition_range(tags)
+    if covered is None:
+        return set()
+    first, last = (dt.date.fromisoformat(day_of_hour(partition)) for partition in covered)
+    return {str(first + dt.timedelta(days=n)) for n in range((last - first).days + 1)}
+
+
+def hold_busy_days(loaded: Iterable[Loaded], busy: set[str]) -> tuple[list[Loaded], list[Loaded]]:
+    """`loaded` split into what can run now and what waits for its day's runs in flight. What
+    waits keeps one item per asset and partition, the newest: all a day run needs of it, and the
+    cursor stays bounded by the days waiting, not by how often each was loaded."""
+    ready: list[Loaded] = []
+    newest: dict[tuple[str, str], Loaded] = {}
+    for item in loaded:
+        key = (item.asset, item.partition)
+        if day_of_hour(item.partition) not in busy:
+            ready.append(item)
+        elif key not in newest or item.storage_id > newest[key].storage_id:
+            newest[key] = item
+    return ready, sorted(newest.values(), key=lambda item: item.storage_id)
 
 
 def plan_day_runs(loaded: Sequence[Loaded], routes: Routes) -> list[dg.RunRequest]:
@@ -147,6 +195,7 @@ def build_derived_sensor(
     (ticket_mart,) = routes.followers({SLA_VIEW}) if SLA_VIEW in parents else (None,)
     calendar_keys = [key for assets_def in calendar for key in assets_def.keys]
     calendar_range = f"{contract.calendar.first_date}..{contract.calendar.last_date}"
+    held_by = {dg.AssetKey(asset) for asset in watched | set(parents)}
 
     @dg.sensor(
         name=DERIVED_SENSOR,
@@ -169,13 +218,15 @@ def build_derived_sensor(
                 dg.RunRequest(run_key=f"calendar:{calendar_range}", asset_selection=calendar_keys)
             )
             cursor.calendar = calendar_range
-        loaded = [
+        loaded = [Loaded(*item) for item in cursor.waiting] + [
             Loaded(fact, record.partition_key, record.storage_id)
             for fact in facts
             for record in _records_since(context, cursor, fact)
             if record.partition_key is not None
         ]
-        day_runs = plan_day_runs(loaded, routes)
+        ready, waiting = hold_busy_days(loaded, _busy_days(context, held_by))
+        cursor.waiting = [astuple(item) for item in waiting]
+        day_runs = plan_day_runs(ready, routes)
         requests += day_runs
         if ticket_mart is not None:
             covered = {
@@ -198,10 +249,27 @@ def build_derived_sensor(
         return dg.SensorResult(
             run_requests=requests,
             cursor=cursor.dumps(),
-            skip_reason=None if requests else "no facts loaded and no due time passed",
+            skip_reason=None
+            if requests
+            else (
+                f"{len(waiting)} fact materialization(s) wait for their day's runs in flight"
+                if waiting
+                else "no facts loaded and no due time passed"
+            ),
         )
 
     return derived_tables_sensor
+
+
+def _busy_days(context: dg.SensorEvaluationContext, assets: set[dg.AssetKey]) -> set[str]:
+    """Days with a run of `assets` queued or running."""
+    runs = context.instance.get_runs(dg.RunsFilter(statuses=_IN_FLIGHT))
+    return {
+        day
+        for run in runs
+        if run.asset_selection is not None and run.asset_selection & assets
+        for day in days_of_run(run.tags)
+    }
 
 
 def _records_since(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from fastfeast_dagster.alerts import PARTITION_TAG
+from fastfeast_dagster.assets.partitions import PARTITION_TAG
 from fastfeast_dagster.contract import Contract
 from fastfeast_dagster.run_owners import fail_abandoned_runs
 from fastfeast_dagster.sensors.folders import FOLDER_SENSOR_NAMES
