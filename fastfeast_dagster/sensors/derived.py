@@ -9,11 +9,11 @@ derived assets is still queued or running: its events then wait in the cursor an
 run, on the first tick that finds the day idle. A day of hours delivered at once (a catch-up, a
 backfill) so gets its derived tables built once or twice rather than once per fact asset and
 tick, each a run worker taking a slot from the loads, and two runs of one day's marts never
-overlap. A `ticket_sla` materialization that
-changed tickets of other days (a reopen event a day late) asks for those days' ticket marts, and
-a due time passing on a waiting ticket asks for its day's ticket mart: the view judges it
-breached from the clock, the mart's counts were made before. The calendar tables are
-materialized on the first tick and whenever the contract's calendar range changes.
+overlap. A `ticket_sla` materialization that changed tickets of other days (a reopen event a
+day late) asks for those days' ticket marts, and a due time passing on a waiting ticket asks for
+its day's ticket mart: the view judges it breached from the clock, the mart's counts were made
+before. The calendar tables are materialized on the first tick and whenever the contract's
+calendar range changes.
 
 Why not Declarative Automation: in dagster 1.13.27 every condition built on
 `since_last_handled()` (`eager()` included) drops a parent update that lands between the child's
